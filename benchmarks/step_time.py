@@ -1,0 +1,103 @@
+"""Training-step time of HAT networks against the same networks without gates, side by side.
+
+Both models see the same batches with the same optimizer; HAT is measured on its second task, so the
+gradient restriction and exact protection of the first task are active. Rounds of steps alternate
+between the two models, and the ratio of medians is reported (machines are shared and noisy).
+
+    python benchmarks/step_time.py [--arch mlp] [--hidden 400,400] [--batch-size 64] [--rounds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from maskcl.hat import HAT
+from maskcl.models import create_model
+
+
+def make_step(model, optimizer, hat, x, y):
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        if hat is not None:
+            loss = loss + hat.regularizer()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def build(arch: str, hat: bool, args, classes):
+    torch.manual_seed(0)
+    kwargs = {"hidden": args.hidden} if arch == "mlp" else {}
+    model = create_model(arch, input_shape=args.input_shape, classes_per_task=classes, hat=hat, **kwargs)
+    optimizer = (
+        torch.optim.SGD(model.parameters(), lr=0.05)
+        if args.optimizer == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    )
+    return model.train(), optimizer
+
+
+def measure(args) -> dict:
+    classes = [2, 2]
+    x = torch.randn(args.batch_size, *args.input_shape)
+    y = torch.randint(0, 2, (args.batch_size,))
+    plain, plain_opt = build(args.arch, False, args, classes)
+    gated, gated_opt = build(args.arch, True, args, classes)
+    hat = HAT(gated)
+    # learn task 0 for a while, so task 1 trains with protection active and gates partly saturated
+    hat.start_task(0, gated_opt, steps_per_epoch=50)
+    step0 = make_step(gated, gated_opt, hat, x, y)
+    for _ in range(100):
+        step0()
+    hat.end_task()
+    hat.start_task(1, gated_opt, steps_per_epoch=args.steps)
+    plain.set_task(1)
+    steps = {"plain": make_step(plain, plain_opt, None, x, y), "hat": make_step(gated, gated_opt, hat, x, y)}
+    times = {name: [] for name in steps}
+    for step in steps.values():  # warm-up
+        for _ in range(args.steps):
+            step()
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - start) / args.steps)
+    plain_ms = statistics.median(times["plain"]) * 1e3
+    hat_ms = statistics.median(times["hat"]) * 1e3
+    return {"plain_ms": plain_ms, "hat_ms": hat_ms, "ratio": hat_ms / plain_ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="mlp", choices=("mlp", "alexnet"))
+    parser.add_argument("--hidden", default="400,400")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20, help="steps per round")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    args.hidden = tuple(int(v) for v in args.hidden.split(","))
+    args.input_shape = (1, 28, 28)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = measure(args)
+    size = "-".join(map(str, args.hidden)) if args.arch == "mlp" else "paper"
+    print(
+        f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
+        f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()})"
+    )
+
+
+if __name__ == "__main__":
+    main()

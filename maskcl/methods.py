@@ -1,0 +1,79 @@
+"""The continual-learning methods the trainer runs: ``hat`` and the reference baselines.
+
+A method decides three things about each task: whether the network carries HAT gates, which tasks'
+data it trains on, and what happens around the task (start, extra loss term, end).
+
+- ``hat``: Hard Attention to the Task (:class:`maskcl.hat.HAT`); learned tasks are protected exactly.
+- ``finetune``: the same network without gates, trained on each task in turn with no protection; the
+  lower reference, it shows how much plain sequential training forgets.
+- ``joint``: the same network without gates, trained after task ``t`` on all tasks ``0..t`` together
+  (one batch of each per step), continuing from the previous model; the upper reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from maskcl.errors import MaskclError
+from maskcl.hat import HAT
+from maskcl.models.base import TaskModel
+
+
+class Method:
+    """Plain sequential training (``finetune``); subclasses add protection or replay."""
+
+    name = "finetune"
+    gated = False
+
+    def __init__(self, model: TaskModel, **options) -> None:
+        self.model = model
+
+    def training_tasks(self, task: int) -> list[int]:
+        """The tasks whose training data are used while learning ``task``."""
+        return [task]
+
+    def start_task(self, task: int, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> None:
+        """Called before the first step of ``task``."""
+
+    def penalty(self) -> torch.Tensor | float:
+        """Added to the cross-entropy at every step."""
+        return 0.0
+
+    def end_task(self, task: int) -> None:
+        """Called after the last step of ``task``."""
+        self.model.learned[task] = True
+
+
+class Joint(Method):
+    name = "joint"
+
+    def training_tasks(self, task: int) -> list[int]:
+        return list(range(task + 1))
+
+
+class HATMethod(Method):
+    name = "hat"
+    gated = True
+
+    def __init__(self, model: TaskModel, **options) -> None:
+        super().__init__(model)
+        self.hat = HAT(model, **options)
+
+    def start_task(self, task: int, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> None:
+        self.hat.start_task(task, optimizer, steps_per_epoch)
+
+    def penalty(self) -> torch.Tensor:
+        return self.hat.regularizer()
+
+    def end_task(self, task: int) -> None:
+        self.hat.end_task()
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (HATMethod, Method, Joint)}
+
+
+def method_class(name: str) -> type[Method]:
+    """The method called ``name``, or a one-line error listing the known ones."""
+    if name not in METHODS:
+        raise MaskclError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

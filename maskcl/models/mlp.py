@@ -1,0 +1,57 @@
+"""Multilayer perceptron with a HAT gate after every hidden layer."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskcl.hat.gate import GateLink, TaskGate
+from maskcl.models.base import TaskModel
+from maskcl.models.registry import register_model
+
+
+@register_model("mlp")
+class MLP(TaskModel):
+    """The HAT paper's MLP: ``x -> dropout -> [dropout(relu(linear)) -> gate] * len(hidden) -> head_t``.
+
+    Args:
+        input_shape: shape of one sample; it is flattened.
+        classes_per_task: classes of each task (one head each).
+        hidden: width of each hidden layer.
+        hat: put a :class:`TaskGate` after each hidden layer (False: the same network, ungated).
+        dropout: dropout after each hidden activation (paper: 0.5).
+        input_dropout: dropout on the input features (paper: 0.2).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        classes_per_task: Sequence[int],
+        hidden: Sequence[int] = (400, 400),
+        hat: bool = True,
+        dropout: float = 0.5,
+        input_dropout: float = 0.2,
+    ) -> None:
+        super().__init__(input_shape, classes_per_task)
+        widths = [int(torch.tensor(self.input_shape).prod()), *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.gates = nn.ModuleList(TaskGate(w, self.context) if hat else nn.Identity() for w in hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.build_heads(widths[-1])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.input_dropout(x.flatten(1))
+        for layer, gate in zip(self.layers, self.gates):
+            h = gate(self.dropout(F.relu(layer(h))))
+        return h
+
+    def gate_links(self) -> list[GateLink]:
+        if not isinstance(self.gates[0], TaskGate):
+            return []
+        inputs = [None, *self.gates[:-1]]
+        return [GateLink(layer, gate, prev) for layer, gate, prev in zip(self.layers, self.gates, inputs)]

@@ -1,0 +1,243 @@
+"""The continual-learning run: a scenario, a model, a method, an optimizer; tasks learned one by one.
+
+:func:`run` is what ``maskcl run`` calls: it trains every task in order, evaluates all tasks after each
+one (the accuracy matrix ``R[i][j]``) and returns the results with the full configuration used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from maskcl.data import Scenario, TaskData, npz_scenario, permuted_fashion_mnist, split_fashion_mnist
+from maskcl.errors import MaskclError
+from maskcl.methods import Method, method_class
+from maskcl.metrics import AccuracyMatrix, random_stratified_accuracy
+from maskcl.models import TaskModel, create_model
+
+BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
+    "split-fmnist": (split_fashion_mnist, 5),
+    "permuted-fmnist": (permuted_fashion_mnist, 10),
+}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; each field is a ``maskcl run`` flag of the same name."""
+
+    method: str = "hat"
+    benchmark: str = "split-fmnist"
+    data: str | None = None  # a .npz file; replaces the benchmark
+    scenario: str = "split"  # how --data is cut into tasks: split or permuted
+    tasks: int | None = None  # default: 5 / 10 for the benchmarks; --data: 2 classes each / 10 permuted
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (400, 400)
+    channels: tuple[int, ...] = (64, 128, 256)  # alexnet only
+    dropout: float = 0.5  # mlp: after each hidden layer (the HAT paper's MLP)
+    input_dropout: float = 0.2  # mlp: on the input (the HAT paper's MLP)
+    s_max: float = 400.0
+    c: float = 0.75
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise a one-line error naming the first flag whose value cannot work."""
+        method_class(self.method)
+        if self.data is None and self.benchmark not in BENCHMARKS:
+            raise MaskclError(f"unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+        if self.scenario not in ("split", "permuted"):
+            raise MaskclError(f"unknown scenario {self.scenario!r}; known: split, permuted")
+        if self.optimizer not in OPTIMIZERS:
+            raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        checks = [
+            ("tasks", self.tasks is None or self.tasks >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch-size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight-decay", self.weight_decay >= 0, ">= 0"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("input-dropout", 0 <= self.input_dropout < 1, "in [0, 1)"),
+            ("s-max", self.s_max > 1, "> 1"),
+            ("c", self.c >= 0, ">= 0"),
+            ("val-fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "a list of positive widths"),
+            ("channels", len(self.channels) == 3 and min(self.channels) >= 1, "3 positive channel counts"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise MaskclError(f"--{name} must be {rule}, got {getattr(self, name.replace('-', '_'))}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise MaskclError(f"unknown device {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MaskclError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def load_scenario(config: RunConfig) -> Scenario:
+    """The scenario named by the config: a benchmark, or the user's .npz split or permuted."""
+    options = {"val_fraction": config.val_fraction, "seed": config.seed}
+    if config.data is not None:
+        return npz_scenario(config.data, scenario=config.scenario, n_tasks=config.tasks, **options)
+    builder, default_tasks = BENCHMARKS[config.benchmark]
+    return builder(config.tasks or default_tasks, **options)
+
+
+def build_model(config: RunConfig, scenario: Scenario, gated: bool) -> TaskModel:
+    """The network named by ``config.arch``, sized for the scenario."""
+    kwargs = {"hidden": tuple(config.hidden)}
+    if config.arch == "alexnet":
+        kwargs.update(channels=tuple(config.channels))
+    else:
+        kwargs.update(dropout=config.dropout, input_dropout=config.input_dropout)
+    return create_model(
+        config.arch,
+        input_shape=scenario.input_shape,
+        classes_per_task=scenario.classes_per_task,
+        hat=gated,
+        **kwargs,
+    )
+
+
+def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """One optimizer for the whole run: its state carries over from task to task."""
+    params, lr, wd = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+@torch.no_grad()
+def evaluate(
+    model: TaskModel, data: TaskData, task: int, device: torch.device, batch_size: int = 1000
+) -> float:
+    """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode."""
+    if len(data) == 0:
+        return float("nan")
+    model.eval()
+    model.set_task(task)
+    correct = 0
+    for x, y in data.batches(batch_size, device=device):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(data)
+
+
+def _joint_batches(
+    datas: list[TaskData], tasks: list[int], batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One batch of every task per step, concatenated, with per-sample task ids; shorter tasks cycle."""
+    steps = max(d.num_batches(batch_size) for d in datas)
+    streams = [_cycle(d, batch_size, generator, device) for d in datas]
+    for _ in range(steps):
+        parts = [next(s) for s in streams]
+        ids = torch.cat([torch.full((len(y),), t, device=device) for t, (_, y) in zip(tasks, parts)])
+        yield torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]), ids
+
+
+def _cycle(data: TaskData, batch_size: int, generator: torch.Generator, device: torch.device):
+    while True:
+        yield from data.batches(batch_size, shuffle=True, generator=generator, device=device)
+
+
+def train_task(
+    model: TaskModel,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    scenario: Scenario,
+    task: int,
+    config: RunConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> None:
+    """Learn ``task`` for ``config.epochs`` epochs with ``method``."""
+    tasks = method.training_tasks(task)
+    datas = [scenario[t].train for t in tasks]
+    steps_per_epoch = max(d.num_batches(config.batch_size) for d in datas)
+    method.start_task(task, optimizer, steps_per_epoch)
+    for epoch in range(config.epochs):
+        model.train()
+        total = torch.zeros((), device=device)
+        if len(tasks) == 1:
+            model.set_task(task)
+            stream = ((x, y, None) for x, y in datas[0].batches(config.batch_size, True, generator, device))
+        else:
+            stream = _joint_batches(datas, tasks, config.batch_size, generator, device)
+        for x, y, ids in stream:
+            if ids is not None:
+                model.set_task(ids)
+            loss = F.cross_entropy(model(x), y) + method.penalty()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        mean_loss = float(total) / steps_per_epoch
+        if not torch.isfinite(total):
+            raise MaskclError(
+                f"the loss became {mean_loss} in task {task}, epoch {epoch + 1}: lower --lr or check the data"
+            )
+        val = evaluate(model, scenario[task].val, task, device)
+        log(f"task {task} epoch {epoch + 1}/{config.epochs}: loss {mean_loss:.4f}, val acc {val:.4f}")
+    method.end_task(task)
+
+
+def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the continual-learning experiment ``config`` and return its results (see ``maskcl run``)."""
+    config.validate()
+    device = resolve_device(config.device)
+    scenario = load_scenario(config)
+    torch.manual_seed(config.seed)
+    method_cls = method_class(config.method)
+    model = build_model(config, scenario, gated=method_cls.gated).to(device)
+    options = {"s_max": config.s_max, "c": config.c} if method_cls.gated else {}
+    method = method_cls(model, **options)
+    optimizer = build_optimizer(config, model)
+    generator = torch.Generator().manual_seed(config.seed)
+    matrix = AccuracyMatrix(scenario.num_tasks)
+    started = time.perf_counter()
+    for task in range(scenario.num_tasks):
+        train_task(model, method, optimizer, scenario, task, config, generator, device, log)
+        for other in range(scenario.num_tasks):
+            matrix.update(task, other, evaluate(model, scenario[other].test, other, device))
+        log(f"after task {task}: " + " ".join(f"{a:.4f}" for a in matrix.row(task)))
+    results = matrix.compute()
+    results.update(
+        random_acc=[random_stratified_accuracy(t.test.y.numpy()) for t in scenario.tasks],
+        scenario={"name": scenario.name, "classes": [t.classes for t in scenario.tasks]},
+        train_seconds=time.perf_counter() - started,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        config=config.to_dict(),
+    )
+    if method_cls.gated:
+        results["units_used"] = method.hat.used_fraction()
+    return results

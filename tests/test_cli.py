@@ -1,0 +1,120 @@
+"""`maskcl run`: results on real and self-made data, and one-line errors that leave nothing behind."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskcl.cli import main
+
+FAST = ["--epochs", "1", "--hidden", "32,32", "--quiet"]
+
+
+def write_npz(path: Path, n_classes=4, n=240, shape=(6, 6), **overrides) -> Path:
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % n_classes
+    x = (rng.integers(0, 60, (n, *shape)) + 40 * y.reshape(-1, *[1] * len(shape))).astype(np.uint8)
+    arrays = {"x_train": x, "y_train": y, "x_test": x[:80], "y_test": y[:80], **overrides}
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(path, **arrays)
+    return path
+
+
+def run_cli(args, capsys):
+    code = main(["run", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_on_own_npz_writes_results_with_config(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["--data", str(data), "--tasks", "2", "--out", str(out), *FAST], capsys)
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["acc_matrix"]) == 2 and all(0 <= a <= 1 for a in results["acc_matrix"][1])
+    assert {"acc", "bwt", "forgetting", "config", "units_used"} <= set(results)
+    assert results["config"]["data"] == str(data) and results["config"]["hidden"] == [32, 32]
+    assert results["bwt"] == 0.0
+    assert "ACC" in stdout and "after task 1" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.npz", "out"]  # no staging folder left
+
+
+def test_permuted_scenario_from_npz(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz")
+    code, _, _ = run_cli(
+        ["--data", str(data), "--scenario", "permuted", "--tasks", "3", "--out", str(tmp_path / "o"), *FAST],
+        capsys,
+    )
+    assert code == 0
+    assert len(json.loads((tmp_path / "o" / "results.json").read_text())["acc_matrix"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "ewc"], "invalid choice: 'ewc'"),
+        (["--benchmark", "mnist"], "invalid choice: 'mnist'"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--hidden", "4,x"], "comma-separated integers"),
+        (["--data", "nowhere.npz"], "nowhere.npz"),
+        (["--arch", "alexnet", "--data", "FEATURES"], "alexnet takes images"),
+        (["--data", "TOO_FEW", "--tasks", "3"], "too few"),
+        (["--data", "MISSING_ARRAY"], "y_test"),
+        (["--data", "MISMATCH"], "y_train"),
+        (["--data", "GOOD", "--lr", "1e30", "--optimizer", "sgd"], "loss became"),
+        (
+            ["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"],
+            "device",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, message):
+    files = {
+        "FEATURES": write_npz(tmp_path / "features.npz", shape=(12,)),
+        "TOO_FEW": write_npz(tmp_path / "few.npz", n_classes=4),
+        "MISSING_ARRAY": write_npz(tmp_path / "missing.npz", y_test=None),
+        "MISMATCH": write_npz(tmp_path / "mismatch.npz", y_train=np.zeros(7, dtype=np.int64)),
+        "GOOD": write_npz(tmp_path / "good.npz"),
+    }
+    args = [str(files.get(a, a)) for a in args]
+    out = tmp_path / "out"
+    code, _, err = run_cli([*FAST, *args, "--out", str(out)], capsys)
+    assert code == 2
+    assert err.startswith("maskcl: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []
+
+
+def test_existing_results_are_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    code, _, err = run_cli(["--data", str(write_npz(tmp_path / "d.npz")), "--out", str(out), *FAST], capsys)
+    assert code == 2 and "already exists" in err
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_entry_point_prints_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "maskcl.cli", "run", "--method", "nope"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("maskcl: error:") and "Traceback" not in proc.stderr
+
+
+def test_default_job_on_real_split_fashion_mnist(tmp_path, capsys, fashion_mnist):
+    """The default HAT job, shortened to 1 epoch: it learns every task and forgets nothing."""
+    code, _stdout, _ = run_cli(
+        ["--epochs", "1", "--hidden", "100,100", "--quiet", "--out", str(tmp_path / "r")], capsys
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["bwt"] == 0.0 and results["forgetting"] == 0.0
+    assert results["acc"] > 0.95
+    assert results["scenario"]["classes"] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
