@@ -209,8 +209,16 @@ def train_task(
     method.end_task(task)
 
 
-def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the continual-learning experiment ``config`` and return its results (see ``maskcl run``)."""
+def run(
+    config: RunConfig,
+    log: Callable[[str], None] = print,
+    on_task_end: Callable[[TaskModel, int], None] | None = None,
+) -> dict:
+    """Run the continual-learning experiment ``config`` and return its results (see ``maskcl run``).
+
+    ``log`` receives one line per epoch and per task; ``on_task_end(model, task)`` is called after each
+    task is learned and evaluated.
+    """
     config.validate()
     device = resolve_device(config.device)
     scenario = load_scenario(config)
@@ -228,6 +236,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
         for other in range(scenario.num_tasks):
             matrix.update(task, other, evaluate(model, scenario[other].test, other, device))
         log(f"after task {task}: " + " ".join(f"{a:.4f}" for a in matrix.row(task)))
+        if on_task_end is not None:
+            on_task_end(model, task)
     results = matrix.compute()
     results.update(
         random_acc=[random_stratified_accuracy(t.test.y.numpy()) for t in scenario.tasks],
