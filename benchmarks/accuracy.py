@@ -21,8 +21,11 @@ from maskcl.hat import owned_entries
 from maskcl.train import RunConfig, run
 
 SPLIT = {"benchmark": "split-fmnist", "epochs": 5, "lr": 0.05, "batch_size": 64, "hidden": (400, 400)}
+# Permuted: dropout off (the paper's 0.2/0.5 dropout costs about 2 points here with 5 epochs per task)
 PERMUTED = {
     "benchmark": "permuted-fmnist",
+    "dropout": 0.0,
+    "input_dropout": 0.0,
     "tasks": 10,
     "epochs": 5,
     "lr": 0.05,

@@ -47,14 +47,17 @@ FLUSH_BELOW = 1e-20
 
 
 class _SoftGates(torch.autograd.Function):
-    """Forward ``sigmoid(s * e)`` (flushed below ``FLUSH_BELOW``); backward with HAT's compensation."""
+    """All gates of one task in one call: forward ``sigmoid(s * e_t)`` concatenated over the embedding
+    tables (flushed below ``FLUSH_BELOW``); backward with HAT's compensation, into each table's row t."""
 
     @staticmethod
-    def forward(ctx, embedding: torch.Tensor, s: float, s_max: float, clamp: float) -> torch.Tensor:
+    def forward(ctx, task: int, s: float, s_max: float, clamp: float, *tables: torch.Tensor) -> torch.Tensor:
+        embedding = torch.cat([table[task] for table in tables])
         scaled = embedding * s
         gates = torch.sigmoid(scaled)
         ctx.save_for_backward(embedding, scaled, gates)
-        ctx.s_max, ctx.clamp = s_max, clamp
+        ctx.task, ctx.s_max, ctx.clamp = task, s_max, clamp
+        ctx.shapes = [table.shape for table in tables]
         return torch.threshold(gates, FLUSH_BELOW, 0.0)
 
     @staticmethod
@@ -65,18 +68,28 @@ class _SoftGates(torch.autograd.Function):
         numerator = torch.cosh(scaled.clamp(-ctx.clamp, ctx.clamp)).add_(1)
         compensation = numerator.div_(torch.cosh(embedding).add_(1))
         grad_embedding = torch.addcmul(gates, gates, gates, value=-1).mul_(grad).mul_(compensation)
-        return grad_embedding.mul_(ctx.s_max), None, None, None
+        grad_embedding.mul_(ctx.s_max)
+        grads, offset = [], 0
+        for shape in ctx.shapes:
+            table_grad = grad.new_zeros(shape)
+            table_grad[ctx.task] = grad_embedding[offset : offset + shape[1]]
+            grads.append(table_grad)
+            offset += shape[1]
+        return None, None, None, None, *grads
 
 
-def soft_gates(embedding: torch.Tensor, s: float, s_max: float, clamp: float = 50.0) -> torch.Tensor:
-    """Training gates ``a = sigmoid(s * e)`` whose gradient to ``e`` gets HAT's compensation.
+def soft_gates(
+    tables: list[torch.Tensor], task: int, s: float, s_max: float, clamp: float = 50.0
+) -> torch.Tensor:
+    """Training gates ``a = sigmoid(s * e_t)`` of every embedding table (``[tasks, units]``), concatenated,
+    whose gradient to ``e`` gets HAT's compensation.
 
     Autograd's gradient of ``sigmoid(s * e)`` is multiplied, as in the paper's code, by
     ``s_max / s * (cosh(clamp(s * e, -clamp, clamp)) + 1) / (cosh(e) + 1)``, so that the embedding
     learns at a pace independent of the current scale ``s`` (Serrà et al., ICML 2018). Values
     below ``FLUSH_BELOW`` are set to 0 in the forward value only; the gradient is the exact sigmoid's.
     """
-    return _SoftGates.apply(embedding, s, s_max, clamp)
+    return _SoftGates.apply(task, s, s_max, clamp, *tables)
 
 
 def owned_entries(model: TaskModel, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -209,8 +222,10 @@ class HAT:
         if not self.model.training:
             context.soft_gates = None
             return
-        embedding = torch.cat([gate.embedding[context.task] for gate in self.gates])
-        context.soft_gates = soft_gates(embedding, context.scale, self.s_max, self.compensation_clamp)
+        tables = [gate.embedding for gate in self.gates]
+        context.soft_gates = soft_gates(
+            tables, context.task, context.scale, self.s_max, self.compensation_clamp
+        )
 
     @torch.no_grad()
     def _after_step(self) -> None:

@@ -48,8 +48,11 @@ def test_per_sample_task_ids_match_single_task_forward():
 
 def test_compensated_gradient_matches_the_paper_formula():
     s, s_max = 7.0, 400.0
-    e = torch.tensor([-0.3, 0.01, 0.2, 2.0], requires_grad=True)
-    soft_gates(e, s, s_max).sum().backward()
+    table = torch.tensor([[9.0, 9, 9, 9], [-0.3, 0.01, 0.2, 2.0]], requires_grad=True)
+    soft_gates([table], 1, s, s_max).sum().backward()
+    assert torch.equal(table.grad[0], torch.zeros(4))  # other tasks' embeddings get no gradient
+    e = table[1].detach()
+    e.grad = table.grad[1]
     a = torch.sigmoid(s * e.detach())
     plain = a * (1 - a) * s
     factor = s_max / s * (torch.cosh((s * e.detach()).clamp(-50, 50)) + 1) / (torch.cosh(e.detach()) + 1)
@@ -59,16 +62,18 @@ def test_compensated_gradient_matches_the_paper_formula():
 
 
 def test_tiny_gates_are_flushed_to_zero_in_value_but_keep_their_gradient():
-    e = torch.tensor([-0.12, 1.0], requires_grad=True)  # s * e = -48: sigmoid ~ 1.4e-21
-    gates = soft_gates(e, 400.0, 400.0)
+    e = torch.tensor([[-0.12, 1.0]], requires_grad=True)  # s * e = -48: sigmoid ~ 1.4e-21
+    gates = soft_gates([e], 0, 400.0, 400.0)
     assert gates.tolist() == [0.0, 1.0]
     gates[0].backward()
-    assert e.grad[0] > 0  # the compensated gradient of the exact sigmoid still flows
+    assert e.grad[0, 0] > 0  # the compensated gradient of the exact sigmoid still flows
 
 
 def test_flushing_is_exact_for_gates_above_the_threshold():
     e = torch.linspace(-0.2, 0.2, 101)
-    assert torch.equal(soft_gates(e, 400.0, 400.0)[e > -0.1], torch.sigmoid(400.0 * e)[e > -0.1])
+    gates = soft_gates([e.view(1, -1), e.view(1, -1)], 0, 400.0, 400.0)
+    assert torch.equal(gates[:101][e > -0.1], torch.sigmoid(400.0 * e)[e > -0.1])
+    assert torch.equal(gates[:101], gates[101:])
 
 
 def test_used_units_is_the_union_of_hard_masks():
