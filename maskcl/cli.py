@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    fields = {f: getattr(args, f) for f in RunConfig.__dataclass_fields__ if f != "extra"}
+    fields = {f: getattr(args, f) for f in RunConfig.__dataclass_fields__}
     return RunConfig(**fields)
 
 
@@ -102,21 +102,37 @@ def _joint_reference(path: str | None) -> list[list[float]] | None:
         ) from None
 
 
-def _write_results(out: Path, results: dict) -> None:
-    """Write ``out/results.json`` in a staging folder first and move it into place whole."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def _staging_dir(out: Path) -> Path:
+    """A fresh folder beside ``out`` for the results; creating it first proves ``out`` is writable."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise MaskclError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _publish(staging: Path, out: Path, results: dict) -> None:
+    """Write ``results.json`` into ``staging``, fsync it, and move the folder into place as ``out``.
+
+    If that fails (disk full, folder gone), the results are saved to a file in the system's temporary
+    folder instead and the one-line error names it: a finished run is never lost.
+    """
+    text = json.dumps(results, indent=2)
     try:
         with open(staging / "results.json", "w") as f:
-            json.dump(results, f, indent=2)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         if out.exists():
             out.rmdir()  # empty, checked before the run
         os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except OSError as err:
+        fd, rescue = tempfile.mkstemp(prefix="maskcl-results-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        raise MaskclError(
+            f"could not write {out / 'results.json'} ({err.strerror}); saved to {rescue}"
+        ) from None
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -124,16 +140,23 @@ def command_run(args: argparse.Namespace) -> None:
     config.validate()
     out = _out_dir(args, config)
     joint = _joint_reference(args.joint_reference)
-    results = run(config, log=(lambda _: None) if args.quiet else print)
-    if joint is not None:
-        results["forgetting_ratio"] = forgetting_ratio(results["acc_matrix"], joint, results["random_acc"])
-    matrix = AccuracyMatrix.from_matrix(results["acc_matrix"])
-    print(matrix.to_table())
-    summary = f"ACC {results['acc']:.4f}  BWT {results['bwt']:+.4f}  forgetting {results['forgetting']:.4f}"
-    if "forgetting_ratio" in results:
-        summary += f"  forgetting ratio {results['forgetting_ratio']:+.4f}"
-    print(summary)
-    _write_results(out, results)
+    staging = _staging_dir(out)
+    try:
+        results = run(config, log=(lambda _: None) if args.quiet else print)
+        if joint is not None:
+            results["forgetting_ratio"] = forgetting_ratio(
+                results["acc_matrix"], joint, results["random_acc"]
+            )
+        print(AccuracyMatrix.from_matrix(results["acc_matrix"]).to_table())
+        summary = (
+            f"ACC {results['acc']:.4f}  BWT {results['bwt']:+.4f}  forgetting {results['forgetting']:.4f}"
+        )
+        if "forgetting_ratio" in results:
+            summary += f"  forgetting ratio {results['forgetting_ratio']:+.4f}"
+        print(summary)
+        _publish(staging, out, results)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"results: {out / 'results.json'}")
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,6 @@ class RunConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise a one-line error naming the first flag whose value cannot work."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from maskcl.cli import main
+from maskcl.errors import MaskclError
 
 FAST = ["--epochs", "1", "--hidden", "32,32", "--quiet"]
 
@@ -118,3 +119,27 @@ def test_default_job_on_real_split_fashion_mnist(tmp_path, capsys, fashion_mnist
     assert results["bwt"] == 0.0 and results["forgetting"] == 0.0
     assert results["acc"] > 0.95
     assert results["scenario"]["classes"] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+def test_unwritable_out_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, stdout, err = run_cli(["--out", str(blocker / "run"), *FAST], capsys)
+    assert code == 2 and "cannot write there" in err and err.count("\n") == 1
+    assert "task 0" not in stdout  # nothing was trained
+
+
+def test_results_that_cannot_be_published_are_rescued_not_lost(tmp_path):
+    from maskcl.cli import _publish, _staging_dir
+
+    out = tmp_path / "out"
+    staging = _staging_dir(out)
+    out.mkdir()
+    (out / "other.txt").write_text("someone else's file")  # out is no longer empty: the move fails
+    results = {"acc": 0.5, "acc_matrix": [[0.5]]}
+    with pytest.raises(MaskclError, match="saved to") as info:
+        _publish(staging, out, results)
+    rescue = Path(str(info.value).rsplit("saved to ", 1)[1])
+    assert json.loads(rescue.read_text()) == results
+    assert (out / "other.txt").read_text() == "someone else's file"
+    rescue.unlink()

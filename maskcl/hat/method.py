@@ -10,11 +10,12 @@ Three calls turn a plain PyTorch training loop into HAT, with any optimizer::
             optimizer.zero_grad(); loss.backward(); optimizer.step()
         hat.end_task()
 
-``start_task`` selects the task and from then on, automatically: anneals the gate scale ``s`` after each
-optimizer step, compensates the embedding gradients, clamps the embeddings, zeroes the
-gradients of entries that learned tasks use and restores those entries after every step, so that
-learned tasks' outputs stay bit-for-bit identical whatever the optimizer does (momentum, Adam, weight
-decay, schedulers). ``end_task`` adds the task's hard mask to the cumulative one.
+``start_task`` selects the task and from then on, automatically: computes all gates in one call at each
+training forward pass, compensates the embedding gradients, and after each optimizer step clamps the
+embeddings, advances the gate scale ``s`` and writes back every entry that learned tasks own
+(:mod:`maskcl.protection`), so that learned tasks' outputs stay bit-for-bit identical whatever the
+optimizer does (momentum, Adam, weight decay, schedulers). ``end_task`` marks the task learned: its hard
+mask joins the cumulative one. Pass the optimizer that updates the model's parameters.
 """
 
 from __future__ import annotations
