@@ -17,6 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import maskcl.hat.method as hat_method
 from maskcl.hat import HAT
 from maskcl.models import create_model
 
@@ -36,6 +37,8 @@ def make_step(model, optimizer, hat, x, y):
 def build(arch: str, hat: bool, args, classes):
     torch.manual_seed(0)
     kwargs = {"hidden": args.hidden} if arch == "mlp" else {}
+    if arch == "mlp" and args.no_dropout:
+        kwargs.update(dropout=0.0, input_dropout=0.0)
     model = create_model(arch, input_shape=args.input_shape, classes_per_task=classes, hat=hat, **kwargs)
     optimizer = (
         torch.optim.SGD(model.parameters(), lr=0.05)
@@ -85,13 +88,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20, help="steps per round")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-dropout", action="store_true", help="mlp without the paper's dropout")
+    parser.add_argument(
+        "--no-flush", action="store_true", help="keep tiny gate values (shows the cost of subnormal floats)"
+    )
     args = parser.parse_args()
+    if args.no_flush:
+        hat_method.FLUSH_BELOW = 0.0
     args.hidden = tuple(int(v) for v in args.hidden.split(","))
     args.input_shape = (1, 28, 28)
     if args.threads:
         torch.set_num_threads(args.threads)
     r = measure(args)
     size = "-".join(map(str, args.hidden)) if args.arch == "mlp" else "paper"
+    size += " no-dropout" if args.no_dropout else ""
+    size += " no-flush" if args.no_flush else ""
     print(
         f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
         f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} "
