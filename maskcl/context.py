@@ -46,3 +46,10 @@ def check_task_id(task: int, num_tasks: int) -> int:
     if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < num_tasks:
         raise MaskclError(f"task {task!r} out of range: the model has {num_tasks} tasks (0-{num_tasks - 1})")
     return task
+
+
+def task_rows(num_tasks: int, tasks: list[int], device: torch.device | None = None) -> torch.Tensor:
+    """Boolean ``[num_tasks, 1]``: True on the rows of ``tasks``, for tables with one row per task."""
+    rows = torch.zeros(num_tasks, 1, dtype=torch.bool, device=device)
+    rows[tasks] = True
+    return rows

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskcl.context import TaskContext
+from maskcl.context import TaskContext, task_rows
 from maskcl.errors import MaskclError
 
 
@@ -111,9 +111,7 @@ class TaskBatchNorm(nn.Module):
         return x * scale.view(shape) + shift.view(shape)
 
     def owned_entries(self, tasks: list[int]) -> dict[str, torch.Tensor]:
-        rows = torch.zeros(self.context.num_tasks, 1, dtype=torch.bool, device=self.weight.device)
-        rows[tasks] = True
-        mask = rows.expand_as(self.weight)
+        mask = task_rows(self.context.num_tasks, tasks, self.weight.device).expand_as(self.weight)
         return {"weight": mask, "bias": mask, "running_mean": mask, "running_var": mask}
 
     def extra_repr(self) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskcl.context import TaskContext
+from maskcl.context import TaskContext, task_rows
 
 
 class TaskGate(nn.Module):
@@ -49,8 +49,7 @@ class TaskGate(nn.Module):
 
     def owned_entries(self, tasks: list[int]) -> dict[str, torch.Tensor]:
         """The embedding rows of ``tasks``: a learned task owns its own embedding."""
-        rows = torch.zeros(self.context.num_tasks, 1, dtype=torch.bool, device=self.embedding.device)
-        rows[tasks] = True
+        rows = task_rows(self.context.num_tasks, tasks, self.embedding.device)
         return {"embedding": rows.expand_as(self.embedding)}
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
