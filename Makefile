@@ -38,7 +38,7 @@ format: setup
 
 bench: setup data
 	$(PY) benchmarks/step_time.py
-	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/accuracy.py all --seeds 0,1,2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
