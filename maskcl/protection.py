@@ -3,21 +3,29 @@
 Zeroing a gradient does not stop an optimizer from moving a weight: momentum carried over from an
 earlier task, Adam's moment estimates and weight decay (coupled or decoupled) all update entries whose
 gradient is zero. :class:`Protector` therefore writes the frozen entries back after every
-``optimizer.step()`` (HAT does it from ``torch.optim.Optimizer.register_step_post_hook``) as
+``optimizer.step()`` (HAT does it from ``torch.optim.Optimizer.register_step_post_hook``), on the bits:
 
-    p <- snapshot * m + p * (1 - m)        (m = 1 on frozen entries, 0 elsewhere)
+    bits(p) <- (bits(p) AND keep) OR frozen_bits     (keep = all ones on free entries, 0 on frozen ones)
 
-which is exact in IEEE arithmetic for finite values (``0 + p * 1 = p``, ``v + p * 0 = v``, with or
-without a fused multiply-add) and costs one elementwise pass per tensor. This subsumes HAT's gradient
-restriction (Serrà et al., ICML 2018) with binary cumulative masks: a frozen entry ends every
-step where it started, and the free entries' updates do not depend on the frozen entries' gradients
-(except through a global gradient-norm clip, which then also counts the frozen entries' gradients).
-Buffers (batch-norm running statistics) are restored the same way.
+Two vectorised integer passes per tensor restore every frozen entry to exactly its stored bit pattern,
+whatever the optimizer wrote there (a signed zero, an infinity, a NaN after a diverging step), so a
+later task that goes wrong cannot damage a learned one. This subsumes HAT's gradient restriction
+(Serrà et al., ICML 2018) with binary cumulative masks: a frozen entry ends every step where it started,
+and the free entries' updates do not depend on the frozen entries' gradients (except through a global
+gradient-norm clip, which then also counts the frozen entries' gradients). Buffers (batch-norm running
+statistics) are restored the same way.
 """
 
 from __future__ import annotations
 
 import torch
+
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's memory seen as integers of the same width (a view: writes go to the tensor)."""
+    return tensor.detach().view(_SAME_SIZE_INT[tensor.element_size()])
 
 
 class Protector:
@@ -33,17 +41,13 @@ class Protector:
 
     def __init__(self, frozen: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         kept = [(t, m.expand_as(t)) for t, m in frozen if bool(m.any())]
-        self.tensors = [t for t, _ in kept]
-        self.keep = [(~m).to(t.dtype) for t, m in kept]
-        self.frozen_values = [t.detach() * m for t, m in kept]
-
-    @property
-    def num_frozen(self) -> int:
-        """How many scalar entries are frozen."""
-        return sum(int((k == 0).sum()) for k in self.keep)
+        self.bits = [_bits(t) for t, _ in kept]
+        self.keep = [torch.where(m, 0, -1).to(b.dtype) for (_, m), b in zip(kept, self.bits)]
+        self.frozen_bits = [b & ~k for b, k in zip(self.bits, self.keep)]
+        self.num_frozen = sum(int(m.sum()) for _, m in kept)
 
     @torch.no_grad()
     def restore(self) -> None:
-        """Write the frozen entries back: ``p = frozen_values + p * keep``, one fused pass per tensor."""
-        for tensor, keep, values in zip(self.tensors, self.keep, self.frozen_values):
-            torch.addcmul(values, tensor, keep, out=tensor)
+        """Write every frozen entry back to its exact bits at the time the protection started."""
+        for bits, keep, frozen in zip(self.bits, self.keep, self.frozen_bits):
+            bits.bitwise_and_(keep).bitwise_or_(frozen)

@@ -37,16 +37,28 @@ def test_frozen_entries_never_move_and_free_ones_do(make_optimizer):
     assert not torch.equal(weight[mask], before[mask])  # the hook is gone
 
 
-def test_restore_is_exact_for_zeros_negatives_and_tiny_values():
-    values = torch.tensor([0.0, -0.0, -3.5, 1e-40, 3.4e38, -1e-30])
+def test_restore_is_bit_exact_whatever_the_optimizer_wrote():
+    values = torch.tensor([0.0, -0.0, -3.5, 1e-40, 3.4e38, -1e-30, 7.0])
     p = torch.nn.Parameter(values.clone())
-    protector = Protector([(p, torch.ones(6, dtype=torch.bool))])
+    frozen = torch.tensor([True] * 6 + [False])
+    protector = Protector([(p, frozen)])
     with torch.no_grad():
-        p.mul_(-0.25).add_(1.0)  # any finite change
+        p.copy_(torch.tensor([float("nan"), 0.0, float("inf"), -1.0, float("-inf"), 2.0, 8.0]))
     protector.restore()
-    assert torch.equal(p.detach(), values)
+    assert torch.equal(p.detach().view(torch.int32)[:6], values.view(torch.int32)[:6])  # same bits, -0.0 too
+    assert p[6].item() == 8.0  # the free entry keeps what the optimizer wrote
+
+
+def test_other_dtypes_and_buffers():
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        buffer = torch.randn(3, 4).to(dtype)
+        before = buffer.clone()
+        protector = Protector([(buffer, torch.tensor([True, False, True]).unsqueeze(1))])
+        buffer.add_(1)
+        protector.restore()
+        assert torch.equal(buffer[[0, 2]], before[[0, 2]]) and torch.equal(buffer[1], before[1] + 1)
 
 
 def test_entries_with_nothing_frozen_are_ignored():
     p = torch.nn.Parameter(torch.zeros(3))
-    assert Protector([(p, torch.zeros(3, dtype=torch.bool))]).tensors == []
+    assert Protector([(p, torch.zeros(3, dtype=torch.bool))]).bits == []
