@@ -1,10 +1,11 @@
 """Training-step time of HAT networks against the same networks without gates, side by side.
 
 Both models see the same batches with the same optimizer; HAT is measured on its second task, so the
-gradient restriction and exact protection of the first task are active. Rounds of steps alternate
-between the two models, and the ratio of medians is reported (machines are shared and noisy).
+exact protection of the first task is active. Short rounds of steps alternate between the two models
+and the median of the per-round ratios HAT / plain is reported: pairing neighbouring rounds cancels
+most of the drift of a shared, noisy machine.
 
-    python benchmarks/step_time.py [--arch mlp] [--hidden 400,400] [--batch-size 64] [--rounds 30]
+    python benchmarks/step_time.py [--arch mlp] [--hidden 400,400] [--batch-size 64] [--rounds 200]
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def measure(args) -> dict:
             for _ in range(args.steps):
                 step()
             times[name].append((time.perf_counter() - start) / args.steps)
-    plain_ms = statistics.median(times["plain"]) * 1e3
-    hat_ms = statistics.median(times["hat"]) * 1e3
-    return {"plain_ms": plain_ms, "hat_ms": hat_ms, "ratio": hat_ms / plain_ms}
+    ratios = [h / p for h, p in zip(times["hat"], times["plain"])]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return {
+        "plain_ms": statistics.median(times["plain"]) * 1e3,
+        "hat_ms": statistics.median(times["hat"]) * 1e3,
+        "ratio": statistics.median(ratios),
+        "iqr": (quartiles[0], quartiles[2]),
+    }
 
 
 def main() -> None:
@@ -85,8 +91,8 @@ def main() -> None:
     parser.add_argument("--hidden", default="400,400")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=20, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=5, help="steps per round")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-dropout", action="store_true", help="mlp without the paper's dropout")
     parser.add_argument(
@@ -105,7 +111,7 @@ def main() -> None:
     size += " no-flush" if args.no_flush else ""
     print(
         f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
-        f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} "
+        f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()})"
     )
 
