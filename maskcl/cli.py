@@ -18,7 +18,7 @@ from pathlib import Path
 
 from maskcl.errors import MaskclError
 from maskcl.methods import METHODS
-from maskcl.metrics import AccuracyMatrix, forgetting_ratio
+from maskcl.metrics import AccuracyMatrix, forgetting_ratio, validate_accuracy_matrix
 from maskcl.train import BENCHMARKS, OPTIMIZERS, RunConfig, run
 
 DEFAULTS = RunConfig()
@@ -92,14 +92,20 @@ def _out_dir(args: argparse.Namespace, config: RunConfig) -> Path:
 
 
 def _joint_reference(path: str | None) -> list[list[float]] | None:
+    """The accuracy matrix of a joint run's results.json, checked before any training."""
     if path is None:
         return None
     try:
-        return json.loads(Path(path).read_text())["acc_matrix"]
+        matrix = json.loads(Path(path).read_text())["acc_matrix"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise MaskclError(
             f"--joint-reference {path}: not a results.json with an acc_matrix ({err})"
         ) from None
+    try:
+        validate_accuracy_matrix(matrix)
+    except MaskclError as err:
+        raise MaskclError(f"--joint-reference {path}: {err}") from None
+    return matrix
 
 
 def _staging_dir(out: Path) -> Path:
@@ -143,10 +149,14 @@ def command_run(args: argparse.Namespace) -> None:
     staging = _staging_dir(out)
     try:
         results = run(config, log=(lambda _: None) if args.quiet else print)
+        reference_error = None
         if joint is not None:
-            results["forgetting_ratio"] = forgetting_ratio(
-                results["acc_matrix"], joint, results["random_acc"]
-            )
+            try:
+                results["forgetting_ratio"] = forgetting_ratio(
+                    results["acc_matrix"], joint, results["random_acc"]
+                )
+            except MaskclError as err:  # e.g. a reference with another number of tasks
+                reference_error = err
         print(AccuracyMatrix.from_matrix(results["acc_matrix"]).to_table())
         summary = (
             f"ACC {results['acc']:.4f}  BWT {results['bwt']:+.4f}  forgetting {results['forgetting']:.4f}"
@@ -158,6 +168,8 @@ def command_run(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"results: {out / 'results.json'}")
+    if reference_error is not None:
+        raise MaskclError(f"--joint-reference: {reference_error}; the results were written without it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,19 @@ from maskcl.cli import main
 from maskcl.errors import MaskclError
 
 FAST = ["--epochs", "1", "--hidden", "32,32", "--quiet"]
+LEARN = [
+    "--epochs",
+    "5",
+    "--batch-size",
+    "8",
+    "--hidden",
+    "32,32",
+    "--dropout",
+    "0",
+    "--input-dropout",
+    "0",
+    "--quiet",
+]
 
 
 def write_npz(path: Path, n_classes=4, n=240, shape=(6, 6), **overrides) -> Path:
@@ -143,3 +156,28 @@ def test_results_that_cannot_be_published_are_rescued_not_lost(tmp_path):
     assert json.loads(rescue.read_text()) == results
     assert (out / "other.txt").read_text() == "someone else's file"
     rescue.unlink()
+
+
+def test_joint_reference_adds_the_forgetting_ratio_and_a_mismatch_keeps_the_results(tmp_path, capsys):
+    data = str(write_npz(tmp_path / "d.npz"))
+    code, _, _ = run_cli(
+        ["--data", data, "--method", "joint", "--out", str(tmp_path / "joint"), *LEARN], capsys
+    )
+    assert code == 0
+    reference = str(tmp_path / "joint" / "results.json")
+    code, stdout, _ = run_cli(
+        ["--data", data, "--joint-reference", reference, "--out", str(tmp_path / "hat"), *LEARN], capsys
+    )
+    assert code == 0 and "forgetting ratio" in stdout
+    assert "forgetting_ratio" in json.loads((tmp_path / "hat" / "results.json").read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"acc_matrix": [[0.5, 0.2, 0.1]]}))
+    code, _, err = run_cli(["--data", data, "--joint-reference", str(bad), *LEARN], capsys)
+    assert (code == 2 and "square" in err) or "not" in err
+    three = tmp_path / "three.json"
+    three.write_text(json.dumps({"acc_matrix": [[0.9, 0, 0], [0.9, 0.9, 0], [0.9, 0.9, 0.9]]}))
+    code, _, err = run_cli(
+        ["--data", data, "--joint-reference", str(three), "--out", str(tmp_path / "kept"), *LEARN], capsys
+    )
+    assert code == 2 and "written without it" in err
+    assert "acc_matrix" in json.loads((tmp_path / "kept" / "results.json").read_text())
