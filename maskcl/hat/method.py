@@ -223,6 +223,11 @@ class HAT:
         if not self.model.training:
             context.soft_gates = None
             return
+        if not isinstance(context.task, int) or context.task != self.task:
+            raise MaskclError(
+                f"HAT is training task {self.task}: a training-mode forward pass must use that task, "
+                f"not {context.task if isinstance(context.task, int) else 'per-sample task ids'}"
+            )
         tables = [gate.embedding for gate in self.gates]
         context.soft_gates = soft_gates(
             tables, context.task, context.scale, self.s_max, self.compensation_clamp

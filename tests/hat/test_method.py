@@ -190,6 +190,11 @@ def test_misuse_gives_one_line_errors():
         hat.regularizer()
     with pytest.raises(MaskclError, match="still training"):
         hat.start_task(1, opt, steps_per_epoch=1)
+    with pytest.raises(MaskclError, match="must use that task"):
+        model.train().set_task(1)(torch.randn(2, 2))
+    with pytest.raises(MaskclError, match="per-sample task ids"):
+        model.train().set_task(torch.tensor([0, 1]))(torch.randn(2, 2))
+    model.set_task(0)
     hat.end_task()
     with pytest.raises(MaskclError, match="already learned"):
         hat.start_task(0, opt, steps_per_epoch=1)
