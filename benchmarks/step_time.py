@@ -63,6 +63,8 @@ def measure(args) -> dict:
         step0()
     hat.end_task()
     hat.start_task(1, gated_opt, steps_per_epoch=args.steps)
+    if args.without_protection:  # ablation only: task 0 is then NOT protected
+        hat._protector.restore = lambda: None
     plain.set_task(1)
     steps = {"plain": make_step(plain, plain_opt, None, x, y), "hat": make_step(gated, gated_opt, hat, x, y)}
     times = {name: [] for name in steps}
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-dropout", action="store_true", help="mlp without the paper's dropout")
     parser.add_argument(
+        "--without-protection", action="store_true", help="ablation: skip the protection pass (not exact)"
+    )
+    parser.add_argument(
         "--no-flush", action="store_true", help="keep tiny gate values (shows the cost of subnormal floats)"
     )
     args = parser.parse_args()
@@ -109,6 +114,7 @@ def main() -> None:
     size = "-".join(map(str, args.hidden)) if args.arch == "mlp" else "paper"
     size += " no-dropout" if args.no_dropout else ""
     size += " no-flush" if args.no_flush else ""
+    size += " WITHOUT-PROTECTION" if args.without_protection else ""
     print(
         f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
         f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) "
