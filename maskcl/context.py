@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from maskcl.errors import MaskclError
 
@@ -53,3 +54,54 @@ def task_rows(num_tasks: int, tasks: list[int], device: torch.device | None = No
     rows = torch.zeros(num_tasks, 1, dtype=torch.bool, device=device)
     rows[tasks] = True
     return rows
+
+
+class TaskState(nn.Module):
+    """The task bookkeeping of one task-aware model, held as a submodule (built-in or converted).
+
+    It holds the shared :class:`TaskContext`, the buffer ``learned`` (which tasks are finished, saved with
+    the model's weights) and, for converted models, the :class:`~maskcl.hat.gate.GateLink` s that say which
+    gate sits after which layer.
+    """
+
+    def __init__(self, num_tasks: int) -> None:
+        super().__init__()
+        if num_tasks < 1:
+            raise MaskclError(f"a task-aware model needs at least one task, got {num_tasks}")
+        self.context = TaskContext(num_tasks)
+        self.register_buffer("learned", torch.zeros(num_tasks, dtype=torch.bool))
+        self.links: list = []
+
+    @property
+    def num_tasks(self) -> int:
+        return self.context.num_tasks
+
+    def learned_tasks(self) -> list[int]:
+        """The finished tasks, in order."""
+        return self.learned.nonzero().flatten().tolist()
+
+    def gate_links(self) -> list:
+        return self.links
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.num_tasks}, learned={self.learned_tasks()}"
+
+
+def task_state(model: nn.Module) -> TaskState:
+    """The :class:`TaskState` of a task-aware model, or a one-line error for a plain one."""
+    for module in model.modules():
+        if isinstance(module, TaskState):
+            return module
+    raise MaskclError(
+        f"{type(model).__name__} is not task-aware: build it with maskcl.create_model or convert it with "
+        "maskcl.hat.convert"
+    )
+
+
+def set_task(model: nn.Module, task: TaskId) -> nn.Module:
+    """Select the task that ``model`` computes (an int, or one id per sample); returns ``model``.
+
+    Works for maskcl's own models and converted ones; the forward signature stays the model's own.
+    """
+    task_state(model).context.select(task)
+    return model

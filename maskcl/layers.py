@@ -7,6 +7,7 @@ its parameter and buffer names to boolean masks of the entries that belong to ``
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -62,6 +63,15 @@ class TaskHeads(nn.Module):
         out = logits.gather(1, index)
         return out.masked_fill(column >= sizes[task].unsqueeze(1), float("-inf"))
 
+    def plain(self, task: int) -> nn.Linear:
+        """Task ``task``'s head as an ``nn.Linear`` (a copy)."""
+        rows = slice(self.offsets[task], self.offsets[task + 1])
+        head = nn.Linear(self.weight.shape[1], self.classes_per_task[task], device=self.weight.device)
+        with torch.no_grad():
+            head.weight.copy_(self.weight[rows])
+            head.bias.copy_(self.bias[rows])
+        return head
+
     def owned_entries(self, tasks: list[int]) -> dict[str, torch.Tensor]:
         rows = _task_rows(self.owner, tasks)
         return {"weight": rows.unsqueeze(1).expand_as(self.weight), "bias": rows}
@@ -75,13 +85,20 @@ class TaskBatchNorm(nn.Module):
 
     ``y = (x - mu_t) / sqrt(var_t + eps) * gamma_t + beta_t``: task ``t`` trains and uses only its own
     row, so later tasks never move an earlier task's normalisation (HAT's task-incremental setting).
+    An optional ``activation`` is applied to ``y`` (for norms fused with their activation, as timm's).
     """
 
     def __init__(
-        self, num_features: int, context: TaskContext, eps: float = 1e-5, momentum: float = 0.1
+        self,
+        num_features: int,
+        context: TaskContext,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        activation: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.context, self.eps, self.momentum = context, eps, momentum
+        self.activation = activation
         shape = (context.num_tasks, num_features)
         self.weight = nn.Parameter(torch.ones(shape))
         self.bias = nn.Parameter(torch.zeros(shape))
@@ -89,6 +106,10 @@ class TaskBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._normalise(x)
+        return y if self.activation is None else self.activation(y)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         task = self.context.task
         if isinstance(task, int):
             return F.batch_norm(
@@ -110,9 +131,24 @@ class TaskBatchNorm(nn.Module):
         shift = self.bias[task] - self.running_mean[task] * scale
         return x * scale.view(shape) + shift.view(shape)
 
+    def plain(self, task: int) -> nn.Module:
+        """Task ``task``'s normalisation as the BatchNorm it was converted from (a copy, same class)."""
+        template = getattr(self, "plain_template", None)
+        if template is None:
+            raise MaskclError("this TaskBatchNorm was not converted from a BatchNorm; it has no plain form")
+        norm = copy.deepcopy(template[0]).to(self.weight.device)
+        with torch.no_grad():
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(norm, key).copy_(getattr(self, key)[task])
+        return norm
+
+    @property
+    def num_features(self) -> int:
+        return self.weight.shape[1]
+
     def owned_entries(self, tasks: list[int]) -> dict[str, torch.Tensor]:
         mask = task_rows(self.context.num_tasks, tasks, self.weight.device).expand_as(self.weight)
         return {"weight": mask, "bias": mask, "running_mean": mask, "running_var": mask}
 
     def extra_repr(self) -> str:
-        return f"num_features={self.weight.shape[1]}, num_tasks={self.context.num_tasks}, eps={self.eps}"
+        return f"num_features={self.num_features}, num_tasks={self.context.num_tasks}, eps={self.eps}"

@@ -21,16 +21,14 @@ mask joins the cumulative one. Pass the optimizer that updates the model's param
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from maskcl.context import check_task_id
+from maskcl.context import check_task_id, task_state
 from maskcl.errors import MaskclError
+from maskcl.hat.gate import TaskGate
 from maskcl.protection import Protector
-
-if TYPE_CHECKING:
-    from maskcl.models.base import TaskModel
 
 
 def linear_scale(progress: float, s_max: float) -> float:
@@ -93,16 +91,18 @@ def soft_gates(
     return _SoftGates.apply(task, s, s_max, clamp, *tables)
 
 
-def owned_entries(model: TaskModel, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def owned_entries(model: nn.Module, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every parameter and buffer entry of ``model`` that ``tasks`` own, as ``(tensor, mask)`` pairs.
 
-    Layers that know their owners (gates, heads, task-indexed norms, gated layers through
-    ``model.gate_links()``) say which entries; any other parameter is shared by all tasks with no way of
-    telling which entries a task uses, so it is frozen whole once any task is learned.
+    Layers that know their owners (gates, heads, task-indexed norms, and gated layers through the
+    :class:`~maskcl.hat.gate.GateLink` s returned by any submodule's ``gate_links()``) say which entries;
+    any other parameter is shared by all tasks with no way of telling which entries a task uses, so it is
+    frozen whole once any task is learned.
     """
     if not tasks:
         return []
-    owners = [m for m in model.modules() if hasattr(m, "owned_entries")] + model.gate_links()
+    links = [link for m in model.modules() if hasattr(m, "gate_links") for link in m.gate_links()]
+    owners = [m for m in model.modules() if hasattr(m, "owned_entries")] + links
     pairs, covered = [], set()
     for owner in owners:
         module = owner.module if hasattr(owner, "module") else owner
@@ -120,7 +120,8 @@ class HAT:
     """Hard Attention to the Task around a model with :class:`~maskcl.hat.gate.TaskGate` s.
 
     Args:
-        model: a :class:`~maskcl.models.base.TaskModel` built with gates (``hat=True``).
+        model: a task-aware model with gates: built by :func:`maskcl.create_model` (``hat=True``) or
+            converted by :func:`maskcl.hat.convert`.
         s_max: final gate scale (paper: 400).
         c: weight of the mask regulariser (paper: 0.75).
         embedding_clamp: embeddings are clamped to ``[-clamp, clamp]`` after each step (paper: 6).
@@ -129,7 +130,7 @@ class HAT:
 
     def __init__(
         self,
-        model: TaskModel,
+        model: nn.Module,
         *,
         s_max: float = 400.0,
         c: float = 0.75,
@@ -141,7 +142,8 @@ class HAT:
         if c < 0:
             raise MaskclError(f"the regulariser weight c must be >= 0, got {c}")
         self.model = model
-        self.gates = model.task_gates()
+        self.state = task_state(model)
+        self.gates = [m for m in model.modules() if isinstance(m, TaskGate)]
         if not self.gates:
             raise MaskclError(f"{type(model).__name__} has no HAT gates: build it with hat=True")
         self.s_max, self.c = s_max, c
@@ -157,12 +159,12 @@ class HAT:
     # ----------------------------------------------------------------------------------------------- task
     def start_task(self, task: int, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> None:
         """Begin training ``task`` with ``optimizer``, whose epochs have ``steps_per_epoch`` steps."""
-        task = check_task_id(task, self.model.num_tasks)
+        task = check_task_id(task, self.state.num_tasks)
         if self.task is not None:
             raise MaskclError(
                 f"task {self.task} is still training: call end_task() before starting task {task}"
             )
-        learned = self.model.learned_tasks()
+        learned = self.state.learned_tasks()
         if task in learned:
             raise MaskclError(
                 f"task {task} is already learned; its units are protected and cannot be retrained"
@@ -170,7 +172,7 @@ class HAT:
         if steps_per_epoch < 1:
             raise MaskclError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.task, self.steps_per_epoch, self.step = task, steps_per_epoch, 0
-        self.model.set_task(task)
+        self.state.context.select(task)
         self._set_scale()
         free = torch.cat([~gate.used_units(learned) for gate in self.gates]).float()
         self._num_free = int(free.sum())
@@ -195,7 +197,7 @@ class HAT:
         """
         if self.task is None:
             raise MaskclError("regularizer() needs a task in training: call start_task() first")
-        gates = self.model.context.soft_gates
+        gates = self.state.context.soft_gates
         if gates is None:
             raise MaskclError("regularizer() needs a forward pass in training mode first")
         if self._num_free == 0:
@@ -209,17 +211,17 @@ class HAT:
         for hook in self._hooks:
             hook.remove()
         self._protector.restore()
-        self.model.learned[self.task] = True
-        self.model.context.soft_gates = None
+        self.state.learned[self.task] = True
+        self.state.context.soft_gates = None
         self.task, self._protector, self._hooks = None, None, []
 
     # ------------------------------------------------------------------------------------------- internals
     def _set_scale(self) -> None:
         progress = self.step / (self.steps_per_epoch - 1) if self.steps_per_epoch > 1 else 1.0
-        self.model.context.scale = linear_scale(progress, self.s_max)
+        self.state.context.scale = linear_scale(progress, self.s_max)
 
     def _compute_gates(self) -> None:
-        context = self.model.context
+        context = self.state.context
         if not self.model.training:
             context.soft_gates = None
             return
@@ -244,5 +246,5 @@ class HAT:
     # ------------------------------------------------------------------------------------------- capacity
     def used_fraction(self) -> list[float]:
         """Per gated layer, the fraction of units used by the learned tasks."""
-        learned = self.model.learned_tasks()
+        learned = self.state.learned_tasks()
         return [float(g.used_units(learned).float().mean()) for g in self.gates]

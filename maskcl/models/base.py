@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from maskcl.context import TaskContext, TaskId
+from maskcl.context import TaskContext, TaskId, TaskState
 from maskcl.errors import MaskclError
 from maskcl.hat.gate import GateLink, TaskGate
 from maskcl.layers import TaskHeads
@@ -32,8 +32,16 @@ class TaskModel(nn.Module):
             )
         self.input_shape = tuple(int(d) for d in input_shape)
         self.classes_per_task = [int(k) for k in classes_per_task]
-        self.context = TaskContext(len(self.classes_per_task))
-        self.register_buffer("learned", torch.zeros(self.num_tasks, dtype=torch.bool))
+        self.task_state = TaskState(len(self.classes_per_task))
+
+    @property
+    def context(self) -> TaskContext:
+        return self.task_state.context
+
+    @property
+    def learned(self) -> torch.Tensor:
+        """Boolean ``[num_tasks]``: which tasks are finished (a buffer of :attr:`task_state`)."""
+        return self.task_state.learned
 
     @property
     def num_tasks(self) -> int:
@@ -54,7 +62,7 @@ class TaskModel(nn.Module):
 
     def learned_tasks(self) -> list[int]:
         """The tasks learned so far (their entries are protected by HAT)."""
-        return self.learned.nonzero().flatten().tolist()
+        return self.task_state.learned_tasks()
 
     def task_gates(self) -> list[TaskGate]:
         return [m for m in self.modules() if isinstance(m, TaskGate)]
