@@ -1,11 +1,13 @@
-"""Training-step time of HAT networks against the same networks without gates, side by side.
+"""Training-step (or inference) time of HAT networks against the same networks without gates, side by side.
 
 Both models see the same batches with the same optimizer; HAT is measured on its second task, so the
 exact protection of the first task is active. Short rounds of steps alternate between the two models
 and the median of the per-round ratios HAT / plain is reported: pairing neighbouring rounds cancels
-most of the drift of a shared, noisy machine.
+most of the drift of a shared, noisy machine. ``--arch timm:NAME`` compares timm's model with its
+conversion by :func:`maskcl.hat.convert`; ``--inference`` times evaluation-mode forward passes instead.
 
     python benchmarks/step_time.py [--arch mlp] [--hidden 400,400] [--batch-size 64] [--rounds 200]
+    python benchmarks/step_time.py --arch timm:resnet18 --optimizer adamw --rounds 15 --steps 1
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 import maskcl.hat.method as hat_method
-from maskcl.hat import HAT
+from maskcl import set_task
+from maskcl.hat import HAT, convert
 from maskcl.models import create_model
 
 
@@ -35,12 +38,29 @@ def make_step(model, optimizer, hat, x, y):
     return step
 
 
+def make_inference(model, x):
+    model.eval()
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    return forward
+
+
 def build(arch: str, hat: bool, args, classes):
     torch.manual_seed(0)
-    kwargs = {"hidden": args.hidden} if arch == "mlp" else {}
-    if arch == "mlp" and args.no_dropout:
-        kwargs.update(dropout=0.0, input_dropout=0.0)
-    model = create_model(arch, input_shape=args.input_shape, classes_per_task=classes, hat=hat, **kwargs)
+    if arch.startswith("timm:"):
+        import timm
+
+        kwargs = {"img_size": args.img_size, "patch_size": args.patch_size} if args.patch_size else {}
+        model = timm.create_model(arch[5:], num_classes=classes[0], **kwargs)
+        model = convert(model, classes) if hat else model
+    else:
+        kwargs = {"hidden": args.hidden} if arch == "mlp" else {}
+        if arch == "mlp" and args.no_dropout:
+            kwargs.update(dropout=0.0, input_dropout=0.0)
+        model = create_model(arch, input_shape=args.input_shape, classes_per_task=classes, hat=hat, **kwargs)
     optimizer = (
         torch.optim.SGD(model.parameters(), lr=0.05)
         if args.optimizer == "sgd"
@@ -57,16 +77,24 @@ def measure(args) -> dict:
     gated, gated_opt = build(args.arch, True, args, classes)
     hat = HAT(gated)
     # learn task 0 for a while, so task 1 trains with protection active and gates partly saturated
-    hat.start_task(0, gated_opt, steps_per_epoch=50)
+    hat.start_task(0, gated_opt, steps_per_epoch=max(args.first_task_steps // 2, 1))
     step0 = make_step(gated, gated_opt, hat, x, y)
-    for _ in range(100):
+    for _ in range(args.first_task_steps):
         step0()
     hat.end_task()
     hat.start_task(1, gated_opt, steps_per_epoch=args.steps)
     if args.without_protection:  # ablation only: task 0 is then NOT protected
         hat._protector.restore = lambda: None
-    plain.set_task(1)
-    steps = {"plain": make_step(plain, plain_opt, None, x, y), "hat": make_step(gated, gated_opt, hat, x, y)}
+    if hasattr(plain, "set_task"):
+        plain.set_task(1)
+    if args.inference:
+        set_task(gated, 1)
+        steps = {"plain": make_inference(plain, x), "hat": make_inference(gated, x)}
+    else:
+        steps = {
+            "plain": make_step(plain, plain_opt, None, x, y),
+            "hat": make_step(gated, gated_opt, hat, x, y),
+        }
     times = {name: [] for name in steps}
     for step in steps.values():  # warm-up
         for _ in range(args.steps):
@@ -89,12 +117,16 @@ def measure(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="mlp", choices=("mlp", "alexnet"))
+    parser.add_argument("--arch", default="mlp", help="mlp, alexnet, or timm:NAME (e.g. timm:resnet18)")
+    parser.add_argument("--img-size", type=int, default=32, help="timm models: image side")
+    parser.add_argument("--patch-size", type=int, default=None, help="timm ViTs: patch side (sets img_size)")
+    parser.add_argument("--inference", action="store_true", help="time eval-mode forward passes")
     parser.add_argument("--hidden", default="400,400")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--steps", type=int, default=5, help="steps per round")
+    parser.add_argument("--first-task-steps", type=int, default=100, help="HAT steps on task 0 first")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-dropout", action="store_true", help="mlp without the paper's dropout")
     parser.add_argument(
@@ -107,14 +139,15 @@ def main() -> None:
     if args.no_flush:
         hat_method.FLUSH_BELOW = 0.0
     args.hidden = tuple(int(v) for v in args.hidden.split(","))
-    args.input_shape = (1, 28, 28)
+    args.input_shape = (3, args.img_size, args.img_size) if args.arch.startswith("timm:") else (1, 28, 28)
     if args.threads:
         torch.set_num_threads(args.threads)
     r = measure(args)
-    size = "-".join(map(str, args.hidden)) if args.arch == "mlp" else "paper"
+    size = "-".join(map(str, args.hidden)) if args.arch == "mlp" else f"{args.input_shape}"
     size += " no-dropout" if args.no_dropout else ""
     size += " no-flush" if args.no_flush else ""
     size += " WITHOUT-PROTECTION" if args.without_protection else ""
+    size += " INFERENCE" if args.inference else ""
     print(
         f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
         f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) "

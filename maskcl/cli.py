@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 from maskcl.errors import MaskclError
+from maskcl.hat.method import MASK_INITS
+from maskcl.hat.scale import SCALE_SCHEDULES
 from maskcl.methods import METHODS
 from maskcl.metrics import AccuracyMatrix, forgetting_ratio, validate_accuracy_matrix
 from maskcl.train import BENCHMARKS, OPTIMIZERS, RunConfig, run
@@ -62,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dropout", type=float, default=d.input_dropout, help="mlp: dropout on the input")
     p.add_argument("--s-max", type=float, default=d.s_max, help="HAT's final gate scale")
     p.add_argument("--c", type=float, default=d.c, help="HAT's regulariser weight")
+    p.add_argument("--scale-schedule", choices=sorted(SCALE_SCHEDULES), default=d.scale_schedule)
+    p.add_argument("--mask-init", choices=MASK_INITS, default=d.mask_init, help="HAT task embedding start")
+    p.add_argument("--per-layer", action="store_true", help="HAT regulariser normalised per layer")
+    p.add_argument("--quota", type=float, default=d.quota, help="units a task may take unpenalised")
+    p.add_argument("--compensation", type=float, default=d.compensation, help="default: --s-max")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")

@@ -50,6 +50,11 @@ class RunConfig:
     input_dropout: float = 0.2  # mlp: on the input (the HAT paper's MLP)
     s_max: float = 400.0
     c: float = 0.75
+    scale_schedule: str = "linear"  # HAT-CL's techniques (Duan, 2023); the defaults are the paper's
+    mask_init: str = "normal"
+    per_layer: bool = False
+    quota: float = 0.0
+    compensation: float | None = None  # default: s_max
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -74,6 +79,8 @@ class RunConfig:
             ("input-dropout", 0 <= self.input_dropout < 1, "in [0, 1)"),
             ("s-max", self.s_max > 1, "> 1"),
             ("c", self.c >= 0, ">= 0"),
+            ("quota", 0 <= self.quota < 1, "in [0, 1)"),
+            ("compensation", self.compensation is None or self.compensation > 0, "> 0"),
             ("val-fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
             ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "a list of positive widths"),
             ("channels", len(self.channels) == 3 and min(self.channels) >= 1, "3 positive channel counts"),
@@ -224,7 +231,8 @@ def run(
     torch.manual_seed(config.seed)
     method_cls = method_class(config.method)
     model = build_model(config, scenario, gated=method_cls.gated).to(device)
-    options = {"s_max": config.s_max, "c": config.c} if method_cls.gated else {}
+    hat_options = ("s_max", "c", "scale_schedule", "mask_init", "per_layer", "quota", "compensation")
+    options = {name: getattr(config, name) for name in hat_options} if method_cls.gated else {}
     method = method_cls(model, **options)
     optimizer = build_optimizer(config, model)
     generator = torch.Generator().manual_seed(config.seed)

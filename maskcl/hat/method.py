@@ -28,16 +28,10 @@ from torch import nn
 from maskcl.context import check_task_id, task_state
 from maskcl.errors import MaskclError
 from maskcl.hat.gate import TaskGate
+from maskcl.hat.scale import scale_schedule as scale_schedule_named
 from maskcl.protection import Protector
 
-
-def linear_scale(progress: float, s_max: float) -> float:
-    """HAT's annealing of the gate scale (Serrà et al., ICML 2018) over the B batches of an epoch.
-
-    ``s = 1/s_max + (s_max - 1/s_max) * progress`` with ``progress = b / (B - 1)`` for batch ``b``.
-    """
-    return 1 / s_max + (s_max - 1 / s_max) * progress
-
+MASK_INITS = ("normal", "dense", "sparse")
 
 # Gate values below this are written as 0 in the forward pass (the gradient still follows the exact
 # sigmoid). Tiny gates times activations or gradients give subnormal floats, which slow CPU matrix
@@ -50,12 +44,12 @@ class _SoftGates(torch.autograd.Function):
     tables (flushed below ``FLUSH_BELOW``); backward with HAT's compensation, into each table's row t."""
 
     @staticmethod
-    def forward(ctx, task: int, s: float, s_max: float, clamp: float, *tables: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, task: int, s: float, factor: float, clamp: float, *tables: torch.Tensor) -> torch.Tensor:
         embedding = torch.cat([table[task] for table in tables])
         scaled = embedding * s
         gates = torch.sigmoid(scaled)
         ctx.save_for_backward(embedding, scaled, gates)
-        ctx.task, ctx.s_max, ctx.clamp = task, s_max, clamp
+        ctx.task, ctx.factor, ctx.clamp = task, factor, clamp
         ctx.shapes = [table.shape for table in tables]
         return torch.threshold(gates, FLUSH_BELOW, 0.0)
 
@@ -63,11 +57,11 @@ class _SoftGates(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         embedding, scaled, gates = ctx.saved_tensors
         # autograd's sigmoid gradient, d/de sigmoid(s e) = s * a * (1 - a), times the compensation
-        # s_max / s * (cosh(clamp(s e)) + 1) / (cosh(e) + 1); the two factors of s cancel.
+        # K / s * (cosh(clamp(s e)) + 1) / (cosh(e) + 1) with K = s_max in the paper; the factors s cancel.
         numerator = torch.cosh(scaled.clamp(-ctx.clamp, ctx.clamp)).add_(1)
         compensation = numerator.div_(torch.cosh(embedding).add_(1))
         grad_embedding = torch.addcmul(gates, gates, gates, value=-1).mul_(grad).mul_(compensation)
-        grad_embedding.mul_(ctx.s_max)
+        grad_embedding.mul_(ctx.factor)
         grads, offset = [], 0
         for shape in ctx.shapes:
             table_grad = grad.new_zeros(shape)
@@ -78,17 +72,18 @@ class _SoftGates(torch.autograd.Function):
 
 
 def soft_gates(
-    tables: list[torch.Tensor], task: int, s: float, s_max: float, clamp: float = 50.0
+    tables: list[torch.Tensor], task: int, s: float, factor: float, clamp: float = 50.0
 ) -> torch.Tensor:
     """Training gates ``a = sigmoid(s * e_t)`` of every embedding table (``[tasks, units]``), concatenated,
     whose gradient to ``e`` gets HAT's compensation.
 
     Autograd's gradient of ``sigmoid(s * e)`` is multiplied, as in the paper's code, by
-    ``s_max / s * (cosh(clamp(s * e, -clamp, clamp)) + 1) / (cosh(e) + 1)``, so that the embedding
-    learns at a pace independent of the current scale ``s`` (Serrà et al., ICML 2018). Values
-    below ``FLUSH_BELOW`` are set to 0 in the forward value only; the gradient is the exact sigmoid's.
+    ``factor / s * (cosh(clamp(s * e, -clamp, clamp)) + 1) / (cosh(e) + 1)`` (``factor = s_max`` in the
+    paper), so that the embedding learns at a pace independent of the current scale ``s`` (Serrà et al.,
+    ICML 2018). Values below ``FLUSH_BELOW`` are set to 0 in the forward value only; the gradient is the
+    exact sigmoid's.
     """
-    return _SoftGates.apply(task, s, s_max, clamp, *tables)
+    return _SoftGates.apply(task, s, factor, clamp, *tables)
 
 
 def owned_entries(model: nn.Module, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -126,6 +121,20 @@ class HAT:
         c: weight of the mask regulariser (paper: 0.75).
         embedding_clamp: embeddings are clamped to ``[-clamp, clamp]`` after each step (paper: 6).
         compensation_clamp: ``s * e`` is clamped to this range inside the gradient compensation (paper: 50).
+
+    HAT-CL's techniques (Duan, 2023), off by default:
+
+    Args:
+        scale_schedule: how ``s`` moves over each epoch: ``linear`` (paper), ``cosine``, ``exponential``,
+            ``constant`` (see :mod:`maskcl.hat.scale`).
+        mask_init: a task's embedding when it starts: ``normal`` (paper: N(0, 1) from construction),
+            ``dense`` (every unit on: ``e = +1``) or ``sparse`` (``ceil(n / T)`` random units of each
+            gated layer on, ``e = +1``; the others ``e = -1``).
+        per_layer: the regulariser normalises each gated layer by its own free units and averages the
+            layers, instead of normalising all units together (paper).
+        quota: fraction of each group's units (the whole network, or each layer with ``per_layer``) that
+            a task may take from the free pool without penalty (paper: 0).
+        compensation: the factor ``K`` in the gradient compensation ``K / s * (...)`` (paper: ``s_max``).
     """
 
     def __init__(
@@ -136,11 +145,25 @@ class HAT:
         c: float = 0.75,
         embedding_clamp: float = 6.0,
         compensation_clamp: float = 50.0,
+        scale_schedule: str = "linear",
+        mask_init: str = "normal",
+        per_layer: bool = False,
+        quota: float = 0.0,
+        compensation: float | None = None,
     ) -> None:
         if s_max <= 1:
             raise MaskclError(f"s_max must be > 1, got {s_max}")
         if c < 0:
             raise MaskclError(f"the regulariser weight c must be >= 0, got {c}")
+        if mask_init not in MASK_INITS:
+            raise MaskclError(f"unknown mask_init {mask_init!r}; known: {', '.join(MASK_INITS)}")
+        if not 0 <= quota < 1:
+            raise MaskclError(f"quota must be in [0, 1), got {quota}")
+        if compensation is not None and compensation <= 0:
+            raise MaskclError(f"compensation must be > 0, got {compensation}")
+        self.schedule = scale_schedule_named(scale_schedule)
+        self.mask_init, self.per_layer, self.quota = mask_init, per_layer, quota
+        self.compensation = s_max if compensation is None else compensation
         self.model = model
         self.state = task_state(model)
         self.gates = [m for m in model.modules() if isinstance(m, TaskGate)]
@@ -174,9 +197,8 @@ class HAT:
         self.task, self.steps_per_epoch, self.step = task, steps_per_epoch, 0
         self.state.context.select(task)
         self._set_scale()
-        free = torch.cat([~gate.used_units(learned) for gate in self.gates]).float()
-        self._num_free = int(free.sum())
-        self._free_weights = free * (self.c / max(self._num_free, 1))
+        self._initialise_masks(task)
+        self._prepare_regularizer(learned)
         if self._num_free == 0:
             warnings.warn(
                 f"HAT: no free unit is left for task {task}; it can only reuse units of earlier tasks "
@@ -192,8 +214,10 @@ class HAT:
     def regularizer(self) -> torch.Tensor:
         """HAT's attention regulariser (Serrà et al., ICML 2018) on the last training forward pass's gates.
 
-        ``R = c * sum_l sum_i a_t[l, i] * (1 - a_<t[l, i]) / sum_l sum_i (1 - a_<t[l, i])``; 0 when no unit
-        is free.
+        ``R = c * sum_i a_t[i] * (1 - a_<t[i]) / sum_i (1 - a_<t[i])`` over all gated units ``i``; 0 when no
+        unit is free. With ``per_layer`` the sums run over each layer ``g`` and ``R`` is the mean over the
+        layers with a free unit; with a ``quota`` ``q``, each group's numerator becomes
+        ``relu(sum_i a_t[i] * (1 - a_<t[i]) - q * n_g)`` (``n_g``: the group's units).
         """
         if self.task is None:
             raise MaskclError("regularizer() needs a task in training: call start_task() first")
@@ -202,7 +226,10 @@ class HAT:
             raise MaskclError("regularizer() needs a forward pass in training mode first")
         if self._num_free == 0:
             return gates.new_zeros(())
-        return torch.dot(gates, self._free_weights)
+        if self.quota == 0:  # every numerator is >= 0: R is linear in the gates
+            return torch.dot(gates, self._unit_weights)
+        new = torch.zeros_like(self._group_free).index_add_(0, self._unit_group, gates * self._free)
+        return (new - self.quota * self._group_units).relu_().mul_(self._group_weights).sum()
 
     def end_task(self) -> None:
         """Finish the task: it becomes learned and its units are protected from now on."""
@@ -218,7 +245,35 @@ class HAT:
     # ------------------------------------------------------------------------------------------- internals
     def _set_scale(self) -> None:
         progress = self.step / (self.steps_per_epoch - 1) if self.steps_per_epoch > 1 else 1.0
-        self.state.context.scale = linear_scale(progress, self.s_max)
+        self.state.context.scale = self.schedule(progress, self.s_max)
+
+    @torch.no_grad()
+    def _initialise_masks(self, task: int) -> None:
+        if self.mask_init == "normal":
+            return  # the paper's N(0, 1), drawn when the gates were built
+        for gate in self.gates:
+            row = gate.embedding[task]
+            if self.mask_init == "dense":
+                row.fill_(1.0)
+            else:
+                on = torch.randperm(gate.num_units)[: -(-gate.num_units // self.state.num_tasks)]
+                row.fill_(-1.0)
+                row[on.to(row.device)] = 1.0
+
+    def _prepare_regularizer(self, learned: list[int]) -> None:
+        """Per-unit constants of :meth:`regularizer`: which units are free, and their groups' normalisers."""
+        free = torch.cat([~gate.used_units(learned) for gate in self.gates]).float()
+        sizes = [gate.num_units for gate in self.gates] if self.per_layer else [free.numel()]
+        group = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(free.device)
+        group_free = torch.zeros(len(sizes), device=free.device).index_add_(0, group, free)
+        active = group_free > 0
+        self._num_free = int(free.sum())
+        self._free, self._unit_group, self._group_free = free, group, group_free
+        self._group_units = torch.tensor(sizes, dtype=free.dtype, device=free.device)
+        self._group_weights = torch.where(
+            active, self.c / group_free.clamp(min=1) / max(int(active.sum()), 1), 0
+        )
+        self._unit_weights = free * self._group_weights[group]
 
     def _compute_gates(self) -> None:
         context = self.state.context
@@ -232,7 +287,7 @@ class HAT:
             )
         tables = [gate.embedding for gate in self.gates]
         context.soft_gates = soft_gates(
-            tables, context.task, context.scale, self.s_max, self.compensation_clamp
+            tables, context.task, context.scale, self.compensation, self.compensation_clamp
         )
 
     @torch.no_grad()

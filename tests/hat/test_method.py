@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from maskcl.errors import MaskclError
-from maskcl.hat import HAT, linear_scale
+from maskcl.hat import HAT, SCALE_SCHEDULES, linear_scale
 from maskcl.models import create_model
 
 OPTIMIZERS = {
@@ -204,3 +204,106 @@ def test_misuse_gives_one_line_errors():
         warnings.simplefilter("error")
         with pytest.raises(MaskclError, match="s_max"):
             HAT(model, s_max=0.5)
+
+
+# ------------------------------------------------------------------------------------ HAT-CL's techniques
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("linear", (1 / 400, 200.0, 400.0)),
+        ("cosine", (400.0, 1.0, 400.0)),  # s_max/2 * cos(2 pi p) + s_max/2, floored at 1
+        ("exponential", (1 / 400, 1.0, 400.0)),
+        ("constant", (400.0, 400.0, 400.0)),
+    ],
+)
+def test_scale_schedules_by_hand(name, expected):
+    schedule = SCALE_SCHEDULES[name]
+    assert [schedule(p, 400.0) for p in (0.0, 0.5, 1.0)] == pytest.approx(expected, rel=1e-3)
+
+
+def test_hat_follows_the_chosen_schedule_over_the_epoch():
+    model = create_model("mlp", input_shape=(4,), classes_per_task=[2], hidden=(8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    hat = HAT(model, scale_schedule="cosine")
+    hat.start_task(0, optimizer, steps_per_epoch=5)
+    seen = []
+    for _ in range(5):
+        seen.append(model.context.scale)
+        (model.train()(torch.randn(3, 4)).sum() + hat.regularizer()).backward()
+        optimizer.step()
+    hat.end_task()
+    assert seen == pytest.approx([400.0, 200.0, 1.0, 200.0, 400.0], abs=1e-3)
+
+
+def test_mask_init_dense_sparse_and_normal():
+    model = create_model("mlp", input_shape=(2,), classes_per_task=[2] * 4, hidden=(10, 7))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    normal_row = model.gates[0].embedding[0].detach().clone()
+    hat = HAT(model)
+    hat.start_task(0, opt, steps_per_epoch=1)
+    assert torch.equal(model.gates[0].embedding[0], normal_row)  # the paper's N(0, 1) is left as drawn
+    hat.end_task()
+    HAT(model, mask_init="dense").start_task(1, opt, steps_per_epoch=1)
+    assert all(bool(g.hard_mask(1).all()) for g in model.gates)
+    HAT(model, mask_init="sparse").start_task(2, opt, steps_per_epoch=1)
+    assert [int(g.hard_mask(2).sum()) for g in model.gates] == [3, 2]  # ceil(10 / 4), ceil(7 / 4)
+    assert {v for g in model.gates for v in g.embedding[2].tolist()} == {-1.0, 1.0}
+
+
+def learned_two_layer_model():
+    """Layer 0 (3 units): task 0 uses units 0, 2. Layer 1 (2 units): task 0 uses unit 1."""
+    model = create_model("mlp", input_shape=(2,), classes_per_task=[2, 2], hidden=(3, 2))
+    g0, g1 = model.gates
+    with torch.no_grad():
+        g0.embedding[0] = torch.tensor([1.0, -1.0, 1.0])
+        g1.embedding[0] = torch.tensor([-1.0, 1.0])
+    model.learned[0] = True
+    return model
+
+
+def test_per_layer_regularizer_and_quota_by_hand():
+    model = learned_two_layer_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 2)
+    hat = HAT(model, c=0.75, per_layer=True)
+    hat.start_task(1, opt, steps_per_epoch=1)
+    model.train()(x)
+    a0, a1 = model.context.soft_gates.detach().split([3, 2])
+    # each layer has one free unit: R = c * mean(a0[1] / 1, a1[0] / 1)
+    torch.testing.assert_close(hat.regularizer().detach(), 0.75 * (a0[1] + a1[0]) / 2)
+    hat.end_task()
+
+    model = learned_two_layer_model()
+    hat = HAT(model, c=0.75, quota=0.2)  # one group of 5 units: 1 unit may be taken for free
+    hat.start_task(1, torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=1)
+    model.train()(x)
+    a0, a1 = model.context.soft_gates.detach().split([3, 2])
+    expected = 0.75 * torch.relu(a0[1] + a1[0] - 0.2 * 5) / 2
+    torch.testing.assert_close(hat.regularizer().detach(), expected)
+    hat.end_task()
+
+
+def test_compensation_factor_scales_the_embedding_gradient():
+    grads = []
+    for factor in (None, 800.0):
+        torch.manual_seed(0)
+        model = create_model("mlp", input_shape=(2,), classes_per_task=[2], hidden=(3,))
+        hat = HAT(model, s_max=400.0, compensation=factor)
+        hat.start_task(0, torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=3)
+        torch.manual_seed(1)
+        model.train()(torch.randn(4, 2)).sum().backward()
+        grads.append(model.gates[0].embedding.grad[0].clone())
+        hat.end_task()
+    torch.testing.assert_close(grads[1], 2 * grads[0])
+
+
+def test_technique_options_are_checked():
+    model = create_model("mlp", input_shape=(2,), classes_per_task=[2], hidden=(3,))
+    with pytest.raises(MaskclError, match="unknown scale schedule 'cos'"):
+        HAT(model, scale_schedule="cos")
+    with pytest.raises(MaskclError, match="unknown mask_init"):
+        HAT(model, mask_init="zeros")
+    with pytest.raises(MaskclError, match="quota must be in"):
+        HAT(model, quota=1.5)
+    with pytest.raises(MaskclError, match="compensation must be > 0"):
+        HAT(model, compensation=0)
