@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,timm]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,timm,plot]'
 	touch $(STAMP)
 
 # Fashion-MNIST: Debian's package where apt is available (this project's machines, offline);

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--arch", choices=("mlp", "alexnet"), default=d.arch)
+    p.add_argument("--arch", default=d.arch, help="mlp, alexnet, or timm:NAME (a timm model, converted)")
     p.add_argument("--hidden", type=_int_list, default=d.hidden, help="hidden widths, e.g. 400,400")
     p.add_argument("--channels", type=_int_list, default=d.channels, help="alexnet conv channels")
     p.add_argument("--dropout", type=float, default=d.dropout, help="mlp: dropout after hidden layers")

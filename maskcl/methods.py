@@ -13,10 +13,11 @@ data it trains on, and what happens around the task (start, extra loss term, end
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from maskcl.context import task_state
 from maskcl.errors import MaskclError
 from maskcl.hat import HAT
-from maskcl.models.base import TaskModel
 
 
 class Method:
@@ -25,7 +26,7 @@ class Method:
     name = "finetune"
     gated = False
 
-    def __init__(self, model: TaskModel, **options) -> None:
+    def __init__(self, model: nn.Module, **options) -> None:
         self.model = model
 
     def training_tasks(self, task: int) -> list[int]:
@@ -41,7 +42,7 @@ class Method:
 
     def end_task(self, task: int) -> None:
         """Called after the last step of ``task``."""
-        self.model.learned[task] = True
+        task_state(self.model).learned[task] = True
 
 
 class Joint(Method):
@@ -55,7 +56,7 @@ class HATMethod(Method):
     name = "hat"
     gated = True
 
-    def __init__(self, model: TaskModel, **options) -> None:
+    def __init__(self, model: nn.Module, **options) -> None:
         super().__init__(model)
         self.hat = HAT(model, **options)
 

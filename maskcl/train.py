@@ -14,12 +14,16 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from maskcl.context import set_task
 from maskcl.data import Scenario, TaskData, npz_scenario, permuted_fashion_mnist, split_fashion_mnist
 from maskcl.errors import MaskclError
+from maskcl.hat.capacity import capacity
+from maskcl.hat.convert import convert
 from maskcl.methods import Method, method_class
 from maskcl.metrics import AccuracyMatrix, random_stratified_accuracy
-from maskcl.models import TaskModel, create_model
+from maskcl.models import create_model, list_models
 
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-fmnist": (split_fashion_mnist, 5),
@@ -43,7 +47,7 @@ class RunConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
-    arch: str = "mlp"
+    arch: str = "mlp"  # a maskcl model (mlp, alexnet) or timm:NAME, any timm model converted
     hidden: tuple[int, ...] = (400, 400)
     channels: tuple[int, ...] = (64, 128, 256)  # alexnet only
     dropout: float = 0.5  # mlp: after each hidden layer (the HAT paper's MLP)
@@ -66,6 +70,8 @@ class RunConfig:
             raise MaskclError(f"unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
         if self.scenario not in ("split", "permuted"):
             raise MaskclError(f"unknown scenario {self.scenario!r}; known: split, permuted")
+        if self.arch not in list_models() and not self.arch.startswith("timm:"):
+            raise MaskclError(f"unknown arch {self.arch!r}; known: {', '.join(list_models())}, timm:NAME")
         if self.optimizer not in OPTIMIZERS:
             raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         checks = [
@@ -115,8 +121,10 @@ def load_scenario(config: RunConfig) -> Scenario:
     return builder(config.tasks or default_tasks, **options)
 
 
-def build_model(config: RunConfig, scenario: Scenario, gated: bool) -> TaskModel:
-    """The network named by ``config.arch``, sized for the scenario."""
+def build_model(config: RunConfig, scenario: Scenario, gated: bool) -> nn.Module:
+    """The network named by ``config.arch``, sized for the scenario (``timm:NAME``: converted)."""
+    if config.arch.startswith("timm:"):
+        return _timm_model(config.arch[5:], scenario, gated)
     kwargs = {"hidden": tuple(config.hidden)}
     if config.arch == "alexnet":
         kwargs.update(channels=tuple(config.channels))
@@ -131,6 +139,20 @@ def build_model(config: RunConfig, scenario: Scenario, gated: bool) -> TaskModel
     )
 
 
+def _timm_model(name: str, scenario: Scenario, gated: bool) -> nn.Module:
+    try:
+        import timm
+    except ImportError as err:
+        raise MaskclError("--arch timm:NAME needs timm: pip install 'maskcl[timm]'") from err
+    if len(scenario.input_shape) != 3:
+        raise MaskclError(f"timm models take images [C, H, W]; this data has samples {scenario.input_shape}")
+    try:
+        model = timm.create_model(name, in_chans=scenario.input_shape[0], num_classes=2)
+    except RuntimeError as err:
+        raise MaskclError(f"timm cannot build {name!r}: {err}") from err
+    return convert(model, scenario.classes_per_task, gates=gated)
+
+
 def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """One optimizer for the whole run: its state carries over from task to task."""
     params, lr, wd = model.parameters(), config.lr, config.weight_decay
@@ -143,13 +165,12 @@ def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Op
 
 @torch.no_grad()
 def evaluate(
-    model: TaskModel, data: TaskData, task: int, device: torch.device, batch_size: int = 1000
+    model: nn.Module, data: TaskData, task: int, device: torch.device, batch_size: int = 1000
 ) -> float:
     """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode."""
     if len(data) == 0:
         return float("nan")
-    model.eval()
-    model.set_task(task)
+    set_task(model.eval(), task)
     correct = 0
     for x, y in data.batches(batch_size, device=device):
         correct += int((model(x).argmax(1) == y).sum())
@@ -174,7 +195,7 @@ def _cycle(data: TaskData, batch_size: int, generator: torch.Generator, device: 
 
 
 def train_task(
-    model: TaskModel,
+    model: nn.Module,
     method: Method,
     optimizer: torch.optim.Optimizer,
     scenario: Scenario,
@@ -193,13 +214,13 @@ def train_task(
         model.train()
         total = torch.zeros((), device=device)
         if len(tasks) == 1:
-            model.set_task(task)
+            set_task(model, task)
             stream = ((x, y, None) for x, y in datas[0].batches(config.batch_size, True, generator, device))
         else:
             stream = _joint_batches(datas, tasks, config.batch_size, generator, device)
         for x, y, ids in stream:
             if ids is not None:
-                model.set_task(ids)
+                set_task(model, ids)
             loss = F.cross_entropy(model(x), y) + method.penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,7 +239,7 @@ def train_task(
 def run(
     config: RunConfig,
     log: Callable[[str], None] = print,
-    on_task_end: Callable[[TaskModel, int], None] | None = None,
+    on_task_end: Callable[[nn.Module, int], None] | None = None,
 ) -> dict:
     """Run the continual-learning experiment ``config`` and return its results (see ``maskcl run``).
 
@@ -256,5 +277,5 @@ def run(
         config=config.to_dict(),
     )
     if method_cls.gated:
-        results["units_used"] = method.hat.used_fraction()
+        results["capacity"] = [dataclasses.asdict(layer) for layer in capacity(model).layers]
     return results

@@ -50,7 +50,7 @@ def test_run_on_own_npz_writes_results_with_config(tmp_path, capsys):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["acc_matrix"]) == 2 and all(0 <= a <= 1 for a in results["acc_matrix"][1])
-    assert {"acc", "bwt", "forgetting", "config", "units_used"} <= set(results)
+    assert {"acc", "bwt", "forgetting", "config", "capacity"} <= set(results)
     assert results["config"]["data"] == str(data) and results["config"]["hidden"] == [32, 32]
     assert results["bwt"] == 0.0
     assert "ACC" in stdout and "after task 1" in stdout
@@ -77,6 +77,9 @@ def test_permuted_scenario_from_npz(tmp_path, capsys):
         (["--hidden", "4,x"], "comma-separated integers"),
         (["--data", "nowhere.npz"], "nowhere.npz"),
         (["--arch", "alexnet", "--data", "FEATURES"], "alexnet takes images"),
+        (["--arch", "resnet"], "unknown arch 'resnet'"),
+        (["--arch", "timm:no_such_net", "--data", "GOOD"], "timm cannot build 'no_such_net'"),
+        (["--arch", "timm:resnet18", "--data", "FEATURES"], "timm models take images"),
         (["--data", "TOO_FEW", "--tasks", "3"], "too few"),
         (["--data", "MISSING_ARRAY"], "y_test"),
         (["--data", "MISMATCH"], "y_train"),
@@ -181,3 +184,19 @@ def test_joint_reference_adds_the_forgetting_ratio_and_a_mismatch_keeps_the_resu
     )
     assert code == 2 and "written without it" in err
     assert "acc_matrix" in json.loads((tmp_path / "kept" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["hat", "finetune"])
+def test_converted_timm_network_from_the_command_line(tmp_path, capsys, method):
+    pytest.importorskip("timm")
+    data = write_npz(tmp_path / "images.npz", shape=(1, 16, 16))
+    out = tmp_path / method
+    args = ["--data", str(data), "--tasks", "2", "--arch", "timm:resnet18", "--method", method]
+    code, _, _ = run_cli([*args, "--epochs", "2", "--batch-size", "16", "--quiet", "--out", str(out)], capsys)
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["arch"] == "timm:resnet18"
+    if method == "hat":
+        assert results["bwt"] == 0.0 and len(results["capacity"]) == 20  # one gated layer per conv
+    else:
+        assert "capacity" not in results

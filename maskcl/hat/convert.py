@@ -46,6 +46,7 @@ def convert(
     *,
     head: str | None = None,
     skip: Iterable[str] = (),
+    gates: bool = True,
 ) -> nn.Module:
     """Make ``model`` a HAT model in place, with one head per task, and return it.
 
@@ -56,6 +57,8 @@ def convert(
             ``pretrained_cfg["classifier"]``, else the last ``nn.Linear`` of the model.
         skip: names of modules (with everything inside them) to leave ungated; HAT freezes their
             parameters whole once the first task is learned.
+        gates: False gives the same task-aware network without gates (per-task heads and BatchNorms
+            only), for baselines such as fine-tuning.
 
     Select the task with :func:`maskcl.set_task`, then train with :class:`maskcl.hat.HAT`::
 
@@ -96,7 +99,7 @@ def convert(
         children = list(parent.named_children())
         for i, (child_name, layer) in enumerate(children):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not isinstance(layer, _GATED) or skipped(name):
+            if not gates or not isinstance(layer, _GATED) or skipped(name):
                 continue
             units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
             after = children[i + 1] if i + 1 < len(children) else None
@@ -109,7 +112,7 @@ def convert(
             site.register_forward_hook(_apply_gate)
             verifier.expect_call(site, site_name)
             state.links.append(GateLink(layer, site.hat_gate))
-    if not state.links:
+    if gates and not state.links:
         raise MaskclError(
             f"{type(model).__name__} has no nn.Linear or nn.Conv layer to gate besides its head"
         )

@@ -297,9 +297,3 @@ class HAT:
             gate.embedding.clamp_(-self.embedding_clamp, self.embedding_clamp)
         self.step = (self.step + 1) % self.steps_per_epoch
         self._set_scale()
-
-    # ------------------------------------------------------------------------------------------- capacity
-    def used_fraction(self) -> list[float]:
-        """Per gated layer, the fraction of units used by the learned tasks."""
-        learned = self.state.learned_tasks()
-        return [float(g.used_units(learned).float().mean()) for g in self.gates]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskcl.errors import MaskclError
+from maskcl.hat.compact import kept_batch_norm2d, kept_conv2d, kept_linear
 from maskcl.hat.gate import GateLink, TaskGate
 from maskcl.layers import TaskBatchNorm
 from maskcl.models.base import TaskModel
@@ -83,6 +84,24 @@ class AlexNet(TaskModel):
         for fc, gate in zip(self.fcs, self.gates[3:]):
             h = gate(self.fc_dropout(F.relu(fc(h))))
         return h
+
+    def compact_layers(self, task: int) -> list[nn.Module]:
+        """Task ``task`` with only its units, for :func:`maskcl.hat.compact.compact`."""
+        masks = [g.hard_mask(task) if isinstance(g, TaskGate) else None for g in self.gates]
+        layers: list[nn.Module] = []
+        cols = None
+        for conv, norm, rows in zip(self.convs, self.norms, masks):
+            layers.append(kept_conv2d(conv, rows, cols))
+            if isinstance(norm, TaskBatchNorm):
+                layers.append(kept_batch_norm2d(norm, task, rows))
+            layers += [nn.ReLU(), nn.MaxPool2d(2)]
+            cols = rows
+        layers.append(nn.Flatten())
+        cols = None if cols is None else cols.repeat_interleave(self.spatial)
+        for fc, rows in zip(self.fcs, masks[3:]):
+            layers += [kept_linear(fc, rows, cols), nn.ReLU()]
+            cols = rows
+        return [*layers, kept_linear(self.heads.plain(task), None, cols)]
 
     def gate_links(self) -> list[GateLink]:
         if not isinstance(self.gates[0], TaskGate):
