@@ -229,7 +229,7 @@ class HAT:
         if self.quota == 0:  # every numerator is >= 0: R is linear in the gates
             return torch.dot(gates, self._unit_weights)
         new = torch.zeros_like(self._group_free).index_add_(0, self._unit_group, gates * self._free)
-        return (new - self.quota * self._group_units).relu_().mul_(self._group_weights).sum()
+        return torch.dot(torch.relu(new - self.quota * self._group_units), self._group_weights)
 
     def end_task(self) -> None:
         """Finish the task: it becomes learned and its units are protected from now on."""

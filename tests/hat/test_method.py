@@ -280,6 +280,14 @@ def test_per_layer_regularizer_and_quota_by_hand():
     a0, a1 = model.context.soft_gates.detach().split([3, 2])
     expected = 0.75 * torch.relu(a0[1] + a1[0] - 0.2 * 5) / 2
     torch.testing.assert_close(hat.regularizer().detach(), expected)
+    with torch.no_grad():  # a task using most free units goes over its quota: the penalty has a gradient
+        model.gates[0].embedding[1] = 0.005  # s = 400 here: s * e = 2, gates about 0.88
+        model.gates[1].embedding[1] = 0.005
+    model.train()(x)
+    reg = hat.regularizer()
+    assert reg.item() > 0
+    reg.backward()
+    assert model.gates[0].embedding.grad[1].abs().sum() > 0
     hat.end_task()
 
 
