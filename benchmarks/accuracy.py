@@ -104,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=[*EXPERIMENTS, "all"])
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--only", default="", help="run only the rows whose label contains this text")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     groups = ["split", "permuted"] if args.which == "all" else [args.which]
@@ -115,6 +116,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for group in groups:
         for label, options in EXPERIMENTS[group]:
+            if args.only not in label:
+                continue
             accs, bwts, fgts, changed, checked = [], [], [], 0, 0
             for seed in seeds:
                 check = ProtectionCheck()

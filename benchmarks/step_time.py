@@ -4,7 +4,8 @@ Both models see the same batches with the same optimizer; HAT is measured on its
 exact protection of the first task is active. Short rounds of steps alternate between the two models
 and the median of the per-round ratios HAT / plain is reported: pairing neighbouring rounds cancels
 most of the drift of a shared, noisy machine. ``--arch timm:NAME`` compares timm's model with its
-conversion by :func:`maskcl.hat.convert`; ``--inference`` times evaluation-mode forward passes instead.
+conversion by :func:`maskcl.hat.convert`; ``--inference`` times evaluation-mode forward passes instead,
+``--compact`` the compact export (:func:`maskcl.hat.compact.compact`) of a task that uses half the units.
 
     python benchmarks/step_time.py [--arch mlp] [--hidden 400,400] [--batch-size 64] [--rounds 200]
     python benchmarks/step_time.py --arch timm:resnet18 --optimizer adamw --rounds 15 --steps 1
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 import maskcl.hat.method as hat_method
 from maskcl import set_task
 from maskcl.hat import HAT, convert
+from maskcl.hat.compact import compact
 from maskcl.models import create_model
 
 
@@ -87,7 +89,14 @@ def measure(args) -> dict:
         hat._protector.restore = lambda: None
     if hasattr(plain, "set_task"):
         plain.set_task(1)
-    if args.inference:
+    if args.compact:  # task 0 redrawn to use a random half of every layer's units, then compacted
+        with torch.no_grad():
+            for gate in hat.gates:
+                gate.embedding[0] = torch.where(
+                    torch.randperm(gate.num_units) < gate.num_units // 2, 1.0, -1.0
+                )
+        steps = {"plain": make_inference(plain, x), "hat": make_inference(compact(gated, 0), x)}
+    elif args.inference:
         set_task(gated, 1)
         steps = {"plain": make_inference(plain, x), "hat": make_inference(gated, x)}
     else:
@@ -121,6 +130,9 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=32, help="timm models: image side")
     parser.add_argument("--patch-size", type=int, default=None, help="timm ViTs: patch side (sets img_size)")
     parser.add_argument("--inference", action="store_true", help="time eval-mode forward passes")
+    parser.add_argument(
+        "--compact", action="store_true", help="time the compact export of a task using half the units"
+    )
     parser.add_argument("--hidden", default="400,400")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
@@ -148,6 +160,7 @@ def main() -> None:
     size += " no-flush" if args.no_flush else ""
     size += " WITHOUT-PROTECTION" if args.without_protection else ""
     size += " INFERENCE" if args.inference else ""
+    size += " COMPACT (half the units) against the plain network, inference" if args.compact else ""
     print(
         f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
         f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) "

@@ -182,7 +182,7 @@ def load_plain_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) ->
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _apply_gate(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    return module.hat_gate(output)
+    return module.hat_gate(output, inplace=True)  # the layer's own new output: only autograd may need it
 
 
 def _head_name(model: nn.Module) -> str:

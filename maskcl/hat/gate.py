@@ -52,7 +52,9 @@ class TaskGate(nn.Module):
         rows = task_rows(self.context.num_tasks, tasks, self.embedding.device)
         return {"embedding": rows.expand_as(self.embedding)}
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """``h * a_t`` on the units of ``h``; ``inplace`` (only where nothing needs ``h``'s gradient and no
+        one else reads ``h``) multiplies ``h`` itself, sparing a new activation tensor."""
         ctx = self.context
         if not self.training:
             gate = (self.embedding[ctx.task] > 0).to(h.dtype)
@@ -60,9 +62,9 @@ class TaskGate(nn.Module):
             gate = ctx.soft_gates[self.bank]  # computed for all gates at once by HAT
         else:
             gate = torch.sigmoid(ctx.scale * self.embedding[ctx.task])
-        if h.dim() == 2 and gate.dim() == 1:
-            return h * gate
-        return h * gate.view(self._broadcast_shape(h, gate))
+        if h.dim() != 2 or gate.dim() != 1:
+            gate = gate.view(self._broadcast_shape(h, gate))
+        return h.mul_(gate) if inplace and not h.requires_grad else h * gate
 
     def _broadcast_shape(self, h: torch.Tensor, gate: torch.Tensor) -> list[int]:
         shape = [1] * h.dim()
