@@ -74,48 +74,46 @@ def convert(
     for name in skip:
         if name not in modules:
             raise MaskclError(f"skip names {name!r}, which is not a module of {type(model).__name__}")
-    state = TaskState(len(classes_per_task))
-    context = state.context
-
     head = _head_name(model) if head is None else head
     if not isinstance(modules.get(head), nn.Linear):
         found = type(modules[head]).__name__ if head in modules else "no such module"
         raise MaskclError(f"the classifier {head!r} must be an nn.Linear ({found}); name it with head=...")
-    heads = TaskHeads(modules[head].in_features, classes_per_task, context)
-    heads.task_state = state  # held by the heads: a new child of an nn.Sequential model would run as a layer
-    _replace(model, head, heads)
 
     def skipped(name: str) -> bool:
         return any(name == s or name.startswith(s + ".") for s in skip)
 
-    for name, module in list(model.named_modules()):
-        if isinstance(module, _BatchNorm) and not skipped(name):
-            _replace(model, name, _task_batch_norm(name, module, context))
-
-    verifier = _FirstForwardCheck()
-    for parent_name, parent in list(model.named_modules()):
-        if isinstance(parent, nn.MultiheadAttention):
-            continue  # it reads its projections' weights without calling them: they cannot be gated
-        children = list(parent.named_children())
-        for i, (child_name, layer) in enumerate(children):
-            name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not gates or not isinstance(layer, _GATED) or skipped(name):
-                continue
-            units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-            after = children[i + 1] if i + 1 < len(children) else None
-            if after is not None and isinstance(after[1], TaskBatchNorm) and after[1].num_features == units:
-                site, site_name, channel_dim = after[1], f"{name} -> {after[0]}", 1
-                verifier.expect_pair(layer, name, site, f"{parent_name}.{after[0]}".lstrip("."))
-            else:
-                site, site_name, channel_dim = layer, name, -1 if isinstance(layer, nn.Linear) else 1
-            site.hat_gate = TaskGate(units, context, channel_dim)
-            site.register_forward_hook(_apply_gate)
-            verifier.expect_call(site, site_name)
-            state.links.append(GateLink(layer, site.hat_gate))
-    if gates and not state.links:
+    # Plan everything first, so that a model that cannot be converted is left untouched.
+    norms = [(n, m) for n, m in modules.items() if isinstance(m, _BatchNorm) and not skipped(n)]
+    for name, norm in norms:
+        _check_batch_norm(name, norm)
+    layers = _gated_layers(model, head, skipped) if gates else []
+    if gates and not layers:
         raise MaskclError(
             f"{type(model).__name__} has no nn.Linear or nn.Conv layer to gate besides its head"
         )
+
+    state = TaskState(len(classes_per_task))
+    context = state.context
+    old_head = modules[head]
+    heads = TaskHeads(old_head.in_features, classes_per_task, context)
+    heads.task_state = state  # held by the heads: a new child of an nn.Sequential model would run as a layer
+    _replace(model, head, heads.to(old_head.weight.device, old_head.weight.dtype))
+    task_norms = {name: _task_batch_norm(norm, context) for name, norm in norms}
+    for name, task_norm in task_norms.items():
+        _replace(model, name, task_norm)
+
+    verifier = _FirstForwardCheck()
+    for name, layer, norm_name in layers:
+        units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+        if norm_name is not None:  # gated after the BatchNorm that follows it
+            site, site_name, channel_dim = task_norms[norm_name], f"{name} -> {norm_name}", 1
+            verifier.expect_pair(layer, name, site, norm_name)
+        else:
+            site, site_name, channel_dim = layer, name, -1 if isinstance(layer, nn.Linear) else 1
+        site.hat_gate = TaskGate(units, context, channel_dim).to(layer.weight.device, layer.weight.dtype)
+        site.register_forward_hook(_apply_gate)
+        verifier.expect_call(site, site_name)
+        state.links.append(GateLink(layer, site.hat_gate))
     verifier.install(model)
     return model
 
@@ -204,12 +202,33 @@ def _replace(model: nn.Module, name: str, module: nn.Module | None) -> None:
         setattr(parent, child, module)
 
 
-def _task_batch_norm(name: str, norm: _BatchNorm, context) -> TaskBatchNorm:
-    """The task-indexed version of a BatchNorm (plain, or timm's BatchNormAct2d with its activation)."""
+def _gated_layers(model: nn.Module, head: str, skipped) -> list[tuple[str, nn.Module, str | None]]:
+    """``(name, layer, name of the BatchNorm right after it or None)`` for every layer to gate."""
+    layers = []
+    for parent_name, parent in model.named_modules():
+        if isinstance(parent, nn.MultiheadAttention):
+            continue  # it reads its projections' weights without calling them: they cannot be gated
+        children = list(parent.named_children())
+        for i, (child_name, layer) in enumerate(children):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not isinstance(layer, _GATED) or name == head or skipped(name):
+                continue
+            units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            after_name, after = children[i + 1] if i + 1 < len(children) else (None, None)
+            followed = isinstance(after, _BatchNorm) and after.num_features == units
+            norm_name = f"{parent_name}.{after_name}".lstrip(".") if followed else None
+            layers.append((name, layer, None if norm_name is None or skipped(norm_name) else norm_name))
+    return layers
+
+
+def _fused_batch_norm(norm: _BatchNorm) -> bool:
+    """timm's BatchNormAct2d: a BatchNorm followed by its own dropout and activation."""
     extra = [n for n, _ in norm.named_children() if n not in ("drop", "act")]
-    plain = type(norm) in _PLAIN_BATCH_NORMS
-    fused = type(norm).__name__ == "BatchNormAct2d" and hasattr(norm, "act") and not extra
-    if not (plain or fused):
+    return type(norm).__name__ == "BatchNormAct2d" and hasattr(norm, "act") and not extra
+
+
+def _check_batch_norm(name: str, norm: _BatchNorm) -> None:
+    if not (type(norm) in _PLAIN_BATCH_NORMS or _fused_batch_norm(norm)):
         raise MaskclError(
             f"{name} ({type(norm).__name__}): only BatchNorm1d/2d/3d and timm's BatchNormAct2d convert"
         )
@@ -217,13 +236,17 @@ def _task_batch_norm(name: str, norm: _BatchNorm, context) -> TaskBatchNorm:
         raise MaskclError(
             f"{name}: only BatchNorms with affine parameters, running statistics and a momentum convert"
         )
-    activation = nn.Sequential(norm.drop, norm.act) if fused else None
+
+
+def _task_batch_norm(norm: _BatchNorm, context) -> TaskBatchNorm:
+    """The task-indexed version of a BatchNorm (plain, or timm's BatchNormAct2d with its activation)."""
+    activation = nn.Sequential(norm.drop, norm.act) if _fused_batch_norm(norm) else None
     task_norm = TaskBatchNorm(norm.num_features, context, norm.eps, norm.momentum, activation)
     with torch.no_grad():
         for key in ("weight", "bias", "running_mean", "running_var"):
             getattr(task_norm, key).copy_(getattr(norm, key).unsqueeze(0).expand_as(getattr(task_norm, key)))
     task_norm.plain_template = (norm,)  # a tuple: not a submodule, so not in the state dict
-    return task_norm.to(norm.weight.device)
+    return task_norm.to(norm.weight.device, norm.weight.dtype)
 
 
 def _fold_mask(name: str, module: nn.Module, mask: torch.Tensor) -> None:

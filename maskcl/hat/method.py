@@ -91,8 +91,8 @@ def owned_entries(model: nn.Module, tasks: list[int]) -> list[tuple[torch.Tensor
 
     Layers that know their owners (gates, heads, task-indexed norms, and gated layers through the
     :class:`~maskcl.hat.gate.GateLink` s returned by any submodule's ``gate_links()``) say which entries;
-    any other parameter is shared by all tasks with no way of telling which entries a task uses, so it is
-    frozen whole once any task is learned.
+    any other parameter or floating-point buffer is shared by all tasks with no way of telling which
+    entries a task uses, so it is frozen whole once any task is learned.
     """
     if not tasks:
         return []
@@ -105,9 +105,10 @@ def owned_entries(model: nn.Module, tasks: list[int]) -> list[tuple[torch.Tensor
             tensor = getattr(module, name)
             pairs.append((tensor, mask))
             covered.add(id(tensor))
-    for param in model.parameters():
-        if id(param) not in covered:
-            pairs.append((param, torch.ones((), dtype=torch.bool, device=param.device)))
+    shared = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    for tensor in shared:  # e.g. LayerNorm affine, class tokens, an unconverted norm's running statistics
+        if id(tensor) not in covered:
+            pairs.append((tensor, torch.ones((), dtype=torch.bool, device=tensor.device)))
     return pairs
 
 

@@ -199,10 +199,13 @@ def test_conversion_errors_name_the_module():
         convert(ResidualCNN(), [2], head="stem")
     with pytest.raises(MaskclError, match="skip names 'nope'"):
         convert(ResidualCNN(), [2], skip=["nope"])
+    model = ResidualCNN()
+    model.bn = nn.SyncBatchNorm(8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(MaskclError, match=r"bn \(SyncBatchNorm\)"):
-        model = ResidualCNN()
-        model.bn = nn.SyncBatchNorm(8)
         convert(model, [2])
+    assert isinstance(model.fc, nn.Linear) and not hasattr(model.stem, "hat_gate")  # left as it was
+    assert model.state_dict().keys() == before.keys()
     with pytest.raises(MaskclError, match="bn does not normalise the output of conv"):
         convert(MisorderedNorm(), [2])(torch.randn(2, 3, 4, 4))
     with pytest.raises(MaskclError, match="unused was not called"):
@@ -213,13 +216,16 @@ def test_conversion_errors_name_the_module():
 
 def test_skipped_and_unknown_parameters_are_frozen_whole():
     torch.manual_seed(0)
-    model = convert(MisorderedNorm(), [2, 2], skip=["conv"])  # conv ungated: its weights freeze whole
+    # conv ungated and bn left a plain BatchNorm: their weights and running statistics freeze whole
+    model = convert(MisorderedNorm(), [2, 2], skip=["conv", "bn"])
+    assert type(model.bn) is nn.BatchNorm2d
     x = torch.randn(4, 3, 4, 4)
     hat = HAT(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     train_task(model, hat, optimizer, 0, x)
-    frozen = model.conv.weight.detach().clone()
+    frozen = [t.detach().clone() for t in (model.conv.weight, model.bn.running_mean, model.bn.weight)]
     before = set_task(model.eval(), 0)(x).detach().clone()
     train_task(model, hat, optimizer, 1, x)
-    assert torch.equal(model.conv.weight, frozen)
+    for tensor, value in zip((model.conv.weight, model.bn.running_mean, model.bn.weight), frozen):
+        assert torch.equal(tensor, value)
     assert torch.equal(set_task(model.eval(), 0)(x), before)
