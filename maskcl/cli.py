@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true", help="HAT regulariser normalised per layer")
     p.add_argument("--quota", type=float, default=d.quota, help="units a task may take unpenalised")
     p.add_argument("--compensation", type=float, default=d.compensation, help="default: --s-max")
+    p.add_argument("--sparsity", type=float, default=d.sparsity, help="HyperMask: %% of each mask set to 0")
+    p.add_argument("--beta", type=float, default=d.beta, help="HyperMask: hypernetwork-output regulariser")
+    p.add_argument("--lam", type=float, default=d.lam, help="HyperMask: lambda, L1 change of target weights")
+    p.add_argument("--l1-masked", action="store_true", help="HyperMask: L1 change weighted by the mask")
+    p.add_argument(
+        "--embedding-dim", type=int, default=d.embedding_dim, help="HyperMask: task embedding size"
+    )
+    p.add_argument(
+        "--hyper-hidden", type=_int_list, default=d.hyper_hidden, help="HyperMask: hypernet widths"
+    )
+    p.add_argument("--chunks", type=int, default=d.chunks, help="HyperMask: output chunks (0: unchunked)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")

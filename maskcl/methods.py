@@ -8,6 +8,11 @@ data it trains on, and what happens around the task (start, extra loss term, end
   lower reference, it shows how much plain sequential training forgets.
 - ``joint``: the same network without gates, trained after task ``t`` on all tasks ``0..t`` together
   (one batch of each per step), continuing from the previous model; the upper reference.
+- ``hypermask``: HyperMask (:mod:`maskcl.hypermask`): the same network without gates as the target of
+  a hypernetwork that masks its weights per task.
+
+Each method names in ``options`` the :class:`~maskcl.train.RunConfig` fields it takes; ``model`` is the
+network to train and evaluate (a method may wrap the one it is given).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch import nn
 from maskcl.context import task_state
 from maskcl.errors import MaskclError
 from maskcl.hat import HAT
+from maskcl.hypermask import HyperMask, HyperMaskNet
 
 
 class Method:
@@ -25,6 +31,7 @@ class Method:
 
     name = "finetune"
     gated = False
+    options: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, **options) -> None:
         self.model = model
@@ -55,6 +62,7 @@ class Joint(Method):
 class HATMethod(Method):
     name = "hat"
     gated = True
+    options = ("s_max", "c", "scale_schedule", "mask_init", "per_layer", "quota", "compensation")
 
     def __init__(self, model: nn.Module, **options) -> None:
         super().__init__(model)
@@ -70,7 +78,29 @@ class HATMethod(Method):
         self.hat.end_task()
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (HATMethod, Method, Joint)}
+class HyperMaskMethod(Method):
+    name = "hypermask"
+    options = ("sparsity", "beta", "lam", "l1_masked", "embedding_dim", "hyper_hidden", "chunks")
+
+    def __init__(self, model: nn.Module, **options) -> None:
+        net_options = {k: options[k] for k in ("sparsity", "embedding_dim", "chunks")}
+        net = HyperMaskNet(model, hidden=options["hyper_hidden"], **net_options)
+        super().__init__(net)
+        self.hypermask = HyperMask(
+            net, beta=options["beta"], lam=options["lam"], l1_masked=options["l1_masked"]
+        )
+
+    def start_task(self, task: int, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> None:
+        self.hypermask.start_task(task)
+
+    def penalty(self) -> torch.Tensor:
+        return self.hypermask.regularizer()
+
+    def end_task(self, task: int) -> None:
+        self.hypermask.end_task()
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (HATMethod, HyperMaskMethod, Method, Joint)}
 
 
 def method_class(name: str) -> type[Method]:

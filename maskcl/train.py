@@ -59,6 +59,13 @@ class RunConfig:
     per_layer: bool = False
     quota: float = 0.0
     compensation: float | None = None  # default: s_max
+    sparsity: float = 0.0  # HyperMask (Książek & Spurek): % of each masked tensor set to 0
+    beta: float = 0.01  # HyperMask: weight of the hypernetwork-output regulariser
+    lam: float = 0.001  # HyperMask: weight of the L1 change of the target's weights
+    l1_masked: bool = False  # HyperMask: weigh that L1 change by the task's mask
+    embedding_dim: int = 24  # HyperMask: task embedding size
+    hyper_hidden: tuple[int, ...] = (100, 100)  # HyperMask: hypernetwork hidden widths
+    chunks: int = 1024  # HyperMask: hypernetwork output chunks; 0 = unchunked (the original design)
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -87,6 +94,12 @@ class RunConfig:
             ("c", self.c >= 0, ">= 0"),
             ("quota", 0 <= self.quota < 1, "in [0, 1)"),
             ("compensation", self.compensation is None or self.compensation > 0, "> 0"),
+            ("sparsity", 0 <= self.sparsity < 100, "in [0, 100)"),
+            ("beta", self.beta >= 0, ">= 0"),
+            ("lam", self.lam >= 0, ">= 0"),
+            ("embedding-dim", self.embedding_dim >= 1, ">= 1"),
+            ("hyper-hidden", len(self.hyper_hidden) >= 1 and min(self.hyper_hidden) >= 1, "positive widths"),
+            ("chunks", self.chunks >= 0, ">= 0 (0: unchunked)"),
             ("val-fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
             ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "a list of positive widths"),
             ("channels", len(self.channels) == 3 and min(self.channels) >= 1, "3 positive channel counts"),
@@ -252,9 +265,11 @@ def run(
     torch.manual_seed(config.seed)
     method_cls = method_class(config.method)
     model = build_model(config, scenario, gated=method_cls.gated).to(device)
-    hat_options = ("s_max", "c", "scale_schedule", "mask_init", "per_layer", "quota", "compensation")
-    options = {name: getattr(config, name) for name in hat_options} if method_cls.gated else {}
+    options = {name: getattr(config, name) for name in method_cls.options}
+    if "chunks" in options:
+        options["chunks"] = options["chunks"] or None  # 0: unchunked
     method = method_cls(model, **options)
+    model = method.model
     optimizer = build_optimizer(config, model)
     generator = torch.Generator().manual_seed(config.seed)
     matrix = AccuracyMatrix(scenario.num_tasks)

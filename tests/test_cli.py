@@ -78,6 +78,8 @@ def test_permuted_scenario_from_npz(tmp_path, capsys):
         (["--data", "nowhere.npz"], "nowhere.npz"),
         (["--arch", "alexnet", "--data", "FEATURES"], "alexnet takes images"),
         (["--arch", "resnet"], "unknown arch 'resnet'"),
+        (["--method", "hypermask", "--sparsity", "100"], "--sparsity must be in [0, 100)"),
+        (["--method", "hypermask", "--chunks", "-1"], "--chunks must be >= 0"),
         (["--arch", "timm:no_such_net", "--data", "GOOD"], "timm cannot build 'no_such_net'"),
         (["--arch", "timm:resnet18", "--data", "FEATURES"], "timm models take images"),
         (["--data", "TOO_FEW", "--tasks", "3"], "too few"),
@@ -200,3 +202,25 @@ def test_converted_timm_network_from_the_command_line(tmp_path, capsys, method):
         assert results["bwt"] == 0.0 and len(results["capacity"]) == 20  # one gated layer per conv
     else:
         assert "capacity" not in results
+
+
+def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz")
+    out = tmp_path / "hm"
+    args = [
+        "--data",
+        str(data),
+        "--tasks",
+        "2",
+        "--method",
+        "hypermask",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+    ]
+    code, _, _ = run_cli([*args, *LEARN, "--epochs", "15", "--sparsity", "30", "--out", str(out)], capsys)
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["method"] == "hypermask" and results["config"]["sparsity"] == 30
+    assert min(results["acc_matrix"][1]) > 0.9

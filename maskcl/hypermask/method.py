@@ -1,0 +1,167 @@
+"""HyperMask (Książek & Spurek, arXiv 2310.00113): a hypernetwork gives each task a semi-binary mask over
+one shared target network's weights, so each task computes with its own weighted subnetwork.
+
+    net = HyperMaskNet(target)           # target: a task-aware model (per-task heads), code unchanged
+    hm = HyperMask(net)
+    for task ...:
+        hm.start_task(task)
+        ... loss = F.cross_entropy(net(x), y) + hm.regularizer() ...
+        hm.end_task()
+
+The target's parameters are replaced per task through ``torch.func.functional_call``: ``W_t = W * m_t``
+with ``m_t = |tanh(h_t)|`` for the hypernetwork's scores ``h_t``, the lowest ``sparsity`` % of each tensor's
+entries set to 0. Not masked: the heads' biases (the output layer's bias, as in the method's code) and
+task-indexed BatchNorm rows, which are each task's own already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from maskcl.context import check_task_id, task_state
+from maskcl.errors import MaskclError
+from maskcl.hypermask.hypernetwork import HyperNetwork
+from maskcl.layers import TaskBatchNorm, TaskHeads
+
+
+def semi_binary_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """HyperMask's mask of one tensor: ``m = |tanh(h)|``, its lowest ``sparsity`` % of entries set to 0."""
+    mask = torch.tanh(scores).abs()
+    k = int(sparsity / 100 * mask.numel())
+    if k == 0:
+        return mask
+    threshold = mask.detach().flatten().kthvalue(k).values
+    return mask * (mask > threshold)
+
+
+class HyperMaskNet(nn.Module):
+    """A task-aware target network whose weights a :class:`HyperNetwork` masks per task.
+
+    ``forward(x)`` computes the task selected with :func:`maskcl.set_task` (an int, or one id per sample).
+    A learned task uses its cached mask (no hypernetwork pass); the task in training asks the hypernetwork.
+
+    Args:
+        target: a task-aware network (``maskcl.create_model(..., hat=False)`` or
+            ``maskcl.hat.convert(model, classes, gates=False)``).
+        sparsity: percentage of each masked tensor's entries set to 0, in [0, 100).
+        embedding_dim, hidden, chunks, chunk_embedding_dim: the :class:`HyperNetwork`'s sizes.
+    """
+
+    def __init__(
+        self,
+        target: nn.Module,
+        *,
+        sparsity: float = 0.0,
+        embedding_dim: int = 24,
+        hidden: Sequence[int] = (100, 100),
+        chunks: int | None = 1024,
+        chunk_embedding_dim: int = 16,
+    ) -> None:
+        super().__init__()
+        if not 0 <= sparsity < 100:
+            raise MaskclError(f"sparsity must be in [0, 100), got {sparsity}")
+        self.target = target
+        self.state = task_state(target)
+        self.sparsity = sparsity
+        own = {id(p) for m in target.modules() if isinstance(m, TaskBatchNorm) for p in m.parameters()}
+        own |= {id(m.bias) for m in target.modules() if isinstance(m, TaskHeads)}
+        self.masked = [(n, p) for n, p in target.named_parameters() if id(p) not in own]
+        if not self.masked:
+            raise MaskclError(f"{type(target).__name__} has no maskable weights")
+        self.sizes = [p.numel() for _, p in self.masked]
+        total = sum(self.sizes)
+        self.hypernetwork = HyperNetwork(
+            total, self.state.num_tasks, embedding_dim, hidden, chunks, chunk_embedding_dim
+        ).to(self.masked[0][1].device)
+        self.register_buffer("cached_masks", torch.zeros(self.state.num_tasks, total))
+
+    def masks(self, task: int) -> list[torch.Tensor]:
+        """Task ``task``'s mask of each masked tensor (cached once the task is learned)."""
+        if self.state.learned[task]:
+            flat = self.cached_masks[task].split(self.sizes)
+            return [m.view_as(p) for m, (_, p) in zip(flat, self.masked)]
+        scores = self.hypernetwork(task).split(self.sizes)
+        return [semi_binary_mask(s, self.sparsity).view_as(p) for s, (_, p) in zip(scores, self.masked)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        task = self.state.context.task
+        if isinstance(task, int):
+            return self._forward_task(x, task)
+        outputs = {t: self._forward_task(x[task == t], t) for t in task.unique().tolist()}
+        width = max(o.shape[1] for o in outputs.values())
+        out = x.new_full((x.shape[0], width), float("-inf"))
+        for t, o in outputs.items():
+            out[task == t, : o.shape[1]] = o
+        self.state.context.select(task)
+        return out
+
+    def _forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        self.state.context.select(task)
+        weights = {name: p * m for (name, p), m in zip(self.masked, self.masks(task))}
+        return functional_call(self.target, weights, (x,))
+
+    @torch.no_grad()
+    def cache(self, task: int) -> None:
+        """Store task ``task``'s current mask: from now on it is used without the hypernetwork."""
+        masks = [semi_binary_mask(s, self.sparsity) for s in self.hypernetwork(task).split(self.sizes)]
+        self.cached_masks[task] = torch.cat(masks)
+
+
+class HyperMask:
+    """HyperMask's training around a :class:`HyperMaskNet`: the regulariser, and caching each task's mask.
+
+    ``regularizer() = beta * mean_{t' < t} ||H(e_t') - H*(e_t')||^2 + lambda * sum |W - W*|``: the change of
+    the hypernetwork's scores for earlier tasks' embeddings against a snapshot ``H*`` taken when task ``t``
+    started, and the L1 change of the target's masked weights since then (weighted by task ``t``'s mask
+    with ``l1_masked``). Defaults are the method's published ones (beta 0.01, lambda 0.001).
+    """
+
+    def __init__(self, net: HyperMaskNet, *, beta: float = 0.01, lam: float = 0.001, l1_masked: bool = False):
+        if beta < 0 or lam < 0:
+            raise MaskclError(f"beta and lambda must be >= 0, got {beta} and {lam}")
+        self.net, self.beta, self.lam, self.l1_masked = net, beta, lam, l1_masked
+        self.task: int | None = None
+
+    def start_task(self, task: int) -> None:
+        """Begin ``task``: snapshot the hypernetwork's scores of learned tasks and the target's weights."""
+        state = self.net.state
+        task = check_task_id(task, state.num_tasks)
+        if self.task is not None:
+            raise MaskclError(f"task {self.task} is still training: call end_task() first")
+        if state.learned[task]:
+            raise MaskclError(f"task {task} is already learned")
+        self.task = task
+        state.context.select(task)
+        self._previous = torch.tensor(state.learned_tasks(), dtype=torch.long)
+        with torch.no_grad():
+            hyper = self.net.hypernetwork
+            self._embeddings = hyper.task_embeddings[self._previous].clone()
+            self._anchors = hyper.scores(self._embeddings) if len(self._previous) else None
+            self._weights = [p.detach().clone() for _, p in self.net.masked]
+
+    def regularizer(self) -> torch.Tensor:
+        """The method's two penalties for the task in training (see the class)."""
+        if self.task is None:
+            raise MaskclError("regularizer() needs a task in training: call start_task() first")
+        hyper = self.net.hypernetwork
+        total = hyper.task_embeddings.new_zeros(())
+        if self._anchors is not None and self.beta > 0:
+            change = hyper.scores(self._embeddings) - self._anchors
+            total = total + self.beta * change.pow(2).sum(1).mean()
+        if self.lam > 0:
+            masks = self.net.masks(self.task) if self.l1_masked else [1.0] * len(self._weights)
+            moved = [((p - w).abs() * m).sum() for (_, p), w, m in zip(self.net.masked, self._weights, masks)]
+            total = total + self.lam * torch.stack(moved).sum()
+        return total
+
+    def end_task(self) -> None:
+        """Finish the task: cache its mask and mark it learned."""
+        if self.task is None:
+            raise MaskclError("end_task() without a task in training")
+        self.net.cache(self.task)
+        self.net.state.learned[self.task] = True
+        self.task = None
