@@ -16,7 +16,7 @@ task-indexed BatchNorm rows, which are each task's own already.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +48,8 @@ class HyperMaskNet(nn.Module):
         target: a task-aware network (``maskcl.create_model(..., hat=False)`` or
             ``maskcl.hat.convert(model, classes, gates=False)``).
         sparsity: percentage of each masked tensor's entries set to 0, in [0, 100).
-        embedding_dim, hidden, chunks, chunk_embedding_dim: the :class:`HyperNetwork`'s sizes.
+        hypernetwork: the :class:`HyperNetwork`'s sizes (``embedding_dim``, ``hidden``, ``chunks``,
+            ``chunk_embedding_dim``).
     """
 
     def __init__(
@@ -56,10 +57,7 @@ class HyperMaskNet(nn.Module):
         target: nn.Module,
         *,
         sparsity: float = 0.0,
-        embedding_dim: int = 24,
-        hidden: Sequence[int] = (100, 100),
-        chunks: int | None = 1024,
-        chunk_embedding_dim: int = 16,
+        **hypernetwork: Any,
     ) -> None:
         super().__init__()
         if not 0 <= sparsity < 100:
@@ -74,9 +72,8 @@ class HyperMaskNet(nn.Module):
             raise MaskclError(f"{type(target).__name__} has no maskable weights")
         self.sizes = [p.numel() for _, p in self.masked]
         total = sum(self.sizes)
-        self.hypernetwork = HyperNetwork(
-            total, self.state.num_tasks, embedding_dim, hidden, chunks, chunk_embedding_dim
-        ).to(self.masked[0][1].device)
+        device = self.masked[0][1].device
+        self.hypernetwork = HyperNetwork(total, self.state.num_tasks, **hypernetwork).to(device)
         self.register_buffer("cached_masks", torch.zeros(self.state.num_tasks, total))
 
     def masks(self, task: int) -> list[torch.Tensor]:
