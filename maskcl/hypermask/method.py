@@ -74,7 +74,7 @@ class HyperMaskNet(nn.Module):
         total = sum(self.sizes)
         device = self.masked[0][1].device
         self.hypernetwork = HyperNetwork(total, self.state.num_tasks, **hypernetwork).to(device)
-        self.register_buffer("cached_masks", torch.zeros(self.state.num_tasks, total))
+        self.register_buffer("cached_masks", torch.zeros(self.state.num_tasks, total, device=device))
 
     def masks(self, task: int) -> list[torch.Tensor]:
         """Task ``task``'s mask of each masked tensor (cached once the task is learned)."""
