@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--hyper-hidden", type=_int_list, default=d.hyper_hidden, help="HyperMask: hypernet widths"
     )
     p.add_argument("--chunks", type=int, default=d.chunks, help="HyperMask: output chunks (0: unchunked)")
+    p.add_argument(
+        "--task-inference", action="store_true", help="also test with the task unknown (lowest entropy)"
+    )
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
@@ -182,6 +185,12 @@ def command_run(args: argparse.Namespace) -> None:
         if "forgetting_ratio" in results:
             summary += f"  forgetting ratio {results['forgetting_ratio']:+.4f}"
         print(summary)
+        if "task_inference" in results:
+            inference = results["task_inference"]
+            print(
+                f"task unknown at test time: task inferred {inference['task_accuracy']:.4f}, "
+                f"class-incremental ACC {inference['class_incremental_acc']:.4f}"
+            )
         _publish(staging, out, results)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -21,6 +21,7 @@ from maskcl.data import Scenario, TaskData, npz_scenario, permuted_fashion_mnist
 from maskcl.errors import MaskclError
 from maskcl.hat.capacity import capacity
 from maskcl.hat.convert import convert
+from maskcl.inference import infer_task
 from maskcl.methods import Method, method_class
 from maskcl.metrics import AccuracyMatrix, random_stratified_accuracy
 from maskcl.models import create_model, list_models
@@ -66,6 +67,7 @@ class RunConfig:
     embedding_dim: int = 24  # HyperMask: task embedding size
     hyper_hidden: tuple[int, ...] = (100, 100)  # HyperMask: hypernetwork hidden widths
     chunks: int = 1024  # HyperMask: hypernetwork output chunks; 0 = unchunked (the original design)
+    task_inference: bool = False  # also evaluate with the task id unknown (maskcl.inference)
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -190,6 +192,31 @@ def evaluate(
     return correct / len(data)
 
 
+@torch.no_grad()
+def evaluate_task_inference(model: nn.Module, scenario: Scenario, device: torch.device) -> dict:
+    """Test accuracy with the task id unknown: per task, how often the task is inferred
+    (:func:`maskcl.inference.infer_task`) and how often the class is right as well (class-incremental).
+    """
+    found, correct, total = [], [], 0
+    for task in range(scenario.num_tasks):
+        hits = right = 0
+        for x, y in scenario[task].test.batches(1000, device=device):
+            inferred, predicted = infer_task(model, x)
+            hits += int((inferred == task).sum())
+            right += int(((inferred == task) & (predicted == y)).sum())
+        size = max(len(scenario[task].test), 1)
+        found.append(hits / size)
+        correct.append(right / size)
+        total += size
+    sizes = [len(t.test) for t in scenario.tasks]
+    return {
+        "task_accuracy": sum(f * n for f, n in zip(found, sizes)) / total,
+        "class_incremental_acc": sum(c * n for c, n in zip(correct, sizes)) / total,
+        "per_task_task_accuracy": found,
+        "per_task_class_incremental_acc": correct,
+    }
+
+
 def _joint_batches(
     datas: list[TaskData], tasks: list[int], batch_size: int, generator: torch.Generator, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -291,6 +318,8 @@ def run(
         cpu_count=os.cpu_count(),
         config=config.to_dict(),
     )
+    if config.task_inference:
+        results["task_inference"] = evaluate_task_inference(model, scenario, device)
     if method_cls.gated:
         results["capacity"] = [dataclasses.asdict(layer) for layer in capacity(model).layers]
     return results

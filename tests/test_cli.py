@@ -224,3 +224,16 @@ def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, c
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["method"] == "hypermask" and results["config"]["sparsity"] == 30
     assert min(results["acc_matrix"][1]) > 0.9
+
+
+@pytest.mark.parametrize("method", ["hat", "hypermask"])
+def test_task_inference_is_reported_when_asked(tmp_path, capsys, method):
+    data = write_npz(tmp_path / "mine.npz")
+    out = tmp_path / "ti"
+    args = ["--data", str(data), "--tasks", "2", "--method", method, "--task-inference", *FAST]
+    code, stdout, _ = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 0
+    inference = json.loads((out / "results.json").read_text())["task_inference"]
+    assert 0 <= inference["class_incremental_acc"] <= inference["task_accuracy"] <= 1
+    assert len(inference["per_task_task_accuracy"]) == 2
+    assert "task unknown at test time: task inferred" in stdout
