@@ -104,23 +104,30 @@ def measure(args) -> dict:
             "plain": make_step(plain, plain_opt, None, x, y),
             "hat": make_step(gated, gated_opt, hat, x, y),
         }
+    return paired_times(steps, args.rounds, args.steps)
+
+
+def paired_times(steps: dict, rounds: int, per_round: int) -> dict:
+    """Alternate rounds of ``per_round`` calls of the two ``steps`` (baseline first, after one warm-up
+    round each): each one's median time per call (``ms``), and the median and IQR of the per-round ratios
+    second / first."""
     times = {name: [] for name in steps}
     for step in steps.values():  # warm-up
-        for _ in range(args.steps):
+        for _ in range(per_round):
             step()
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(per_round):
                 step()
-            times[name].append((time.perf_counter() - start) / args.steps)
-    ratios = [h / p for h, p in zip(times["hat"], times["plain"])]
-    quartiles = statistics.quantiles(ratios, n=4)
+            times[name].append((time.perf_counter() - start) / per_round)
+    baseline, candidate = times.values()
+    ratios = [c / b for b, c in zip(baseline, candidate)]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios
     return {
-        "plain_ms": statistics.median(times["plain"]) * 1e3,
-        "hat_ms": statistics.median(times["hat"]) * 1e3,
+        "ms": {name: statistics.median(t) * 1e3 for name, t in times.items()},
         "ratio": statistics.median(ratios),
-        "iqr": (quartiles[0], quartiles[2]),
+        "iqr": (quartiles[0], quartiles[-1]),
     }
 
 
@@ -162,8 +169,8 @@ def main() -> None:
     size += " INFERENCE" if args.inference else ""
     size += " COMPACT (half the units) against the plain network, inference" if args.compact else ""
     print(
-        f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['plain_ms']:.3f} ms/step, "
-        f"HAT {r['hat_ms']:.3f} ms/step, ratio {r['ratio']:.3f} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) "
+        f"{args.arch} {size} batch {args.batch_size} {args.optimizer}: plain {r['ms']['plain']:.3f} ms/step, "
+        f"HAT {r['ms']['hat']:.3f} ms/step, ratio {r['ratio']:.3f} (IQR {r['iqr'][0]:.3f}-{r['iqr'][1]:.3f}) "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()})"
     )
 
