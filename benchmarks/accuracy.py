@@ -9,6 +9,7 @@ task is bit-for-bit what it was when that task was learned (``protected entries 
     python benchmarks/accuracy.py split-techniques   # HAT-CL's mask techniques against the paper's defaults
     python benchmarks/accuracy.py permuted-techniques  # (MLP 400-400, 3 epochs per task: 9 runs)
     python benchmarks/accuracy.py converted    # Split Fashion-MNIST with timm networks converted to HAT
+    python benchmarks/accuracy.py hypermask-split   # HyperMask and HAT, with task inference
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ PERMUTED = {
     "batch_size": 64,
     "hidden": (1000, 1000),
 }
+# HyperMask's published Split MNIST settings: Adam lr 1e-3, batch 128, 2,000 iterations per task (about 24
+# epochs of a Split Fashion-MNIST task's 10,800 training images), sparsity 30; target MLP 400-400
+HYPERMASK_SPLIT = {
+    **SPLIT, "method": "hypermask", "optimizer": "adam", "lr": 1e-3, "batch_size": 128, "epochs": 24,
+    "sparsity": 30.0, "dropout": 0.0, "input_dropout": 0.0, "task_inference": True,
+}  # fmt: skip
 CONVERTED = {"method": "hat", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 2}
 # HAT-CL's techniques (Duan, 2023), one at a time against the paper's defaults (first row)
 TECHNIQUES = [
@@ -69,6 +76,10 @@ EXPERIMENTS = {
     "permuted-techniques": [
         (label, {**PERMUTED, "hidden": (400, 400), "epochs": 3, "method": "hat", **o})
         for label, o in TECHNIQUES
+    ],
+    "hypermask-split": [
+        ("hypermask, published settings", HYPERMASK_SPLIT),
+        ("hat, sgd (paper settings)", {**SPLIT, "method": "hat", "task_inference": True}),
     ],
     # timm networks converted by maskcl.hat.convert, on 1x28x28 images (ImageNet stems, no pretraining)
     "converted": [
@@ -112,13 +123,16 @@ def main() -> None:
         f"# {date.today()}, torch {torch.__version__}, {platform.machine()}, "
         f"{torch.get_num_threads()} threads"
     )
-    print("| scenario | run | ACC | BWT | forgetting | protected entries changed | seeds |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| scenario | run | ACC | BWT | forgetting | protected entries changed | task unknown: task found "
+        "| class-incremental ACC | seeds |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for group in groups:
         for label, options in EXPERIMENTS[group]:
             if args.only not in label:
                 continue
-            accs, bwts, fgts, changed, checked = [], [], [], 0, 0
+            accs, bwts, fgts, found, class_accs, changed, checked = [], [], [], [], [], 0, 0
             for seed in seeds:
                 check = ProtectionCheck()
                 is_hat = options["method"] == "hat"
@@ -128,12 +142,17 @@ def main() -> None:
                 accs.append(results["acc"])
                 bwts.append(results["bwt"])
                 fgts.append(results["forgetting"])
+                if "task_inference" in results:
+                    found.append(results["task_inference"]["task_accuracy"])
+                    class_accs.append(results["task_inference"]["class_incremental_acc"])
                 changed, checked = changed + check.changed, checked + check.checked
             spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else ""
             protection = f"{changed} of {checked}" if options["method"] == "hat" else "-"
+            inference = [f"{statistics.mean(v):.4f}" if v else "-" for v in (found, class_accs)]
             print(
                 f"| {options['benchmark']} | {label} | {statistics.mean(accs):.4f}{spread} | "
-                f"{statistics.mean(bwts):+.4f} | {statistics.mean(fgts):.4f} | {protection} | {args.seeds} |",
+                f"{statistics.mean(bwts):+.4f} | {statistics.mean(fgts):.4f} | {protection} | "
+                f"{' | '.join(inference)} | {args.seeds} |",
                 flush=True,
             )
 
