@@ -3,7 +3,9 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from maskcl.context import set_task
 from maskcl.data import load_fashion_mnist
 from maskcl.errors import MaskclError
 
@@ -23,3 +25,21 @@ def fashion_mnist() -> tuple[np.ndarray, ...]:
         if os.environ.get("CI"):
             pytest.fail(f"real Fashion-MNIST is missing under CI: {exc}")
         pytest.skip(f"real Fashion-MNIST not installed (make data): {exc}")
+
+
+def _train_hat_task(model, hat, optimizer, task, batches) -> None:
+    """Learn ``task`` under ``hat``: one optimizer step per ``(x, y)`` of ``batches``, one epoch in all."""
+    model.train()
+    hat.start_task(task, optimizer, steps_per_epoch=len(batches))
+    for x, y in batches:
+        loss = F.cross_entropy(set_task(model, task)(x), y) + hat.regularizer()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    hat.end_task()
+
+
+@pytest.fixture
+def train_hat():
+    """``train_hat(model, hat, optimizer, task, batches)``: a HAT task learned on the given batches."""
+    return _train_hat_task

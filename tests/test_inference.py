@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from maskcl import HAT, MaskclError, create_model, set_task
+from maskcl import HAT, MaskclError, create_model
 from maskcl.inference import infer_task
 from maskcl.models import TaskModel
 
@@ -36,7 +35,7 @@ def test_lowest_entropy_task_and_its_class_by_hand(max_rows):
     assert model.task == 0  # the selected task is restored
 
 
-def test_task_inference_on_a_hat_model_finds_tasks_with_distinct_inputs():
+def test_task_inference_on_a_hat_model_finds_tasks_with_distinct_inputs(train_hat):
     torch.manual_seed(0)
     model = create_model(
         "mlp", input_shape=(4,), classes_per_task=[2, 2], hidden=(32,), dropout=0, input_dropout=0
@@ -52,15 +51,7 @@ def test_task_inference_on_a_hat_model_finds_tasks_with_distinct_inputs():
         return x, y
 
     for task in range(2):
-        hat.start_task(task, optimizer, steps_per_epoch=10)
-        model.train()
-        for _ in range(60):
-            x, y = sample(task)
-            loss = F.cross_entropy(set_task(model, task)(x), y) + hat.regularizer()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        hat.end_task()
+        train_hat(model, hat, optimizer, task, [sample(task) for _ in range(60)])
     for task in range(2):
         x, y = sample(task, 200)
         inferred, predicted = infer_task(model, x)

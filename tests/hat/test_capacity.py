@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from maskcl import HAT, MaskclError, create_model, set_task
 from maskcl.hat.capacity import capacity, forget
@@ -55,7 +54,7 @@ def test_forget_frees_only_the_forgotten_tasks_units():
         forget(model, 1)
 
 
-def test_other_tasks_stay_bit_identical_when_a_forgotten_task_is_relearned():
+def test_other_tasks_stay_bit_identical_when_a_forgotten_task_is_relearned(train_hat):
     torch.manual_seed(0)
     model = create_model("mlp", input_shape=(6,), classes_per_task=[2, 2, 2], hidden=(16, 16))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
@@ -63,15 +62,9 @@ def test_other_tasks_stay_bit_identical_when_a_forgotten_task_is_relearned():
     fixed = torch.randn(8, 6)
 
     def learn(task):
-        model.train()
-        hat.start_task(task, optimizer, steps_per_epoch=5)
-        for _ in range(10):
-            x, y = torch.randn(16, 6), torch.randint(0, 2, (16,))
-            loss = F.cross_entropy(set_task(model, task)(x), y) + hat.regularizer()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        hat.end_task()
+        train_hat(
+            model, hat, optimizer, task, [(torch.randn(16, 6), torch.randint(0, 2, (16,))) for _ in range(10)]
+        )
 
     for task in range(3):
         learn(task)

@@ -61,20 +61,16 @@ FAMILIES = {
 }
 
 
-def train_task(model, hat, optimizer, task, x, steps=2):
-    model.train()
-    hat.start_task(task, optimizer, steps_per_epoch=steps)
-    for step in range(steps):
-        y = torch.randint(0, 2, (x.shape[0],), generator=torch.Generator().manual_seed(10 * task + step))
-        loss = F.cross_entropy(set_task(model, task)(x), y) + hat.regularizer()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    hat.end_task()
+def random_labels(x, task, steps=2):
+    """``steps`` batches of ``x`` with fixed random binary labels (different per task and step)."""
+    return [
+        (x, torch.randint(0, 2, (x.shape[0],), generator=torch.Generator().manual_seed(10 * task + step)))
+        for step in range(steps)
+    ]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_converted_family_protects_learned_tasks_bit_for_bit(family):
+def test_converted_family_protects_learned_tasks_bit_for_bit(family, train_hat):
     torch.manual_seed(0)
     original = FAMILIES[family]()
     model = convert(original, classes_per_task=[2, 2])
@@ -83,10 +79,10 @@ def test_converted_family_protects_learned_tasks_bit_for_bit(family):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     hat = HAT(model)
 
-    train_task(model, hat, optimizer, 0, x)
+    train_hat(model, hat, optimizer, 0, random_labels(x, 0))
     before = set_task(model.eval(), 0)(x).detach().clone()
     params_before = [p.detach().clone() for p in model.parameters()]
-    train_task(model, hat, optimizer, 1, x)
+    train_hat(model, hat, optimizer, 1, random_labels(x, 1))
     assert torch.equal(set_task(model.eval(), 0)(x), before)
     changed = sum(int((p != q).sum()) for p, q in zip(model.parameters(), params_before))
     assert changed > 0, "task 1 did not train anything: the test would prove nothing"
@@ -116,12 +112,12 @@ def test_per_sample_task_ids_match_single_task_outputs():
         torch.testing.assert_close(mixed[i, : single.shape[0]], single)
 
 
-def test_to_plain_gives_the_task_outputs_without_maskcl_modules():
+def test_to_plain_gives_the_task_outputs_without_maskcl_modules(train_hat):
     torch.manual_seed(0)
     model = convert(timm.create_model("efficientnet_b0", num_classes=10), classes_per_task=[2, 2])
     x = torch.randn(3, 3, 32, 32)
     hat = HAT(model)
-    train_task(model, hat, torch.optim.SGD(model.parameters(), lr=0.1), 0, x)
+    train_hat(model, hat, torch.optim.SGD(model.parameters(), lr=0.1), 0, random_labels(x, 0))
     plain = to_plain(model, 0)
     assert type(plain) is type(model)
     leftovers = [
@@ -214,7 +210,7 @@ def test_conversion_errors_name_the_module():
     assert model(torch.randn(2, 4)).shape == (2, 2)
 
 
-def test_skipped_and_unknown_parameters_are_frozen_whole():
+def test_skipped_and_unknown_parameters_are_frozen_whole(train_hat):
     torch.manual_seed(0)
     # conv ungated and bn left a plain BatchNorm: their weights and running statistics freeze whole
     model = convert(MisorderedNorm(), [2, 2], skip=["conv", "bn"])
@@ -222,10 +218,10 @@ def test_skipped_and_unknown_parameters_are_frozen_whole():
     x = torch.randn(4, 3, 4, 4)
     hat = HAT(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    train_task(model, hat, optimizer, 0, x)
+    train_hat(model, hat, optimizer, 0, random_labels(x, 0))
     frozen = [t.detach().clone() for t in (model.conv.weight, model.bn.running_mean, model.bn.weight)]
     before = set_task(model.eval(), 0)(x).detach().clone()
-    train_task(model, hat, optimizer, 1, x)
+    train_hat(model, hat, optimizer, 1, random_labels(x, 1))
     for tensor, value in zip((model.conv.weight, model.bn.running_mean, model.bn.weight), frozen):
         assert torch.equal(tensor, value)
     assert torch.equal(set_task(model.eval(), 0)(x), before)
