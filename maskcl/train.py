@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskcl.context import set_task
-from maskcl.data import Scenario, TaskData, npz_scenario, permuted_fashion_mnist, split_fashion_mnist
+from maskcl.data import (
+    Scenario,
+    TaskData,
+    npz_scenario,
+    permuted_fashion_mnist,
+    split_cifar100,
+    split_fashion_mnist,
+)
 from maskcl.errors import MaskclError
 from maskcl.hat.capacity import capacity
 from maskcl.hat.convert import convert
@@ -29,6 +36,7 @@ from maskcl.models import create_model, list_models
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-fmnist": (split_fashion_mnist, 5),
     "permuted-fmnist": (permuted_fashion_mnist, 10),
+    "split-cifar100": (split_cifar100, 10),
 }
 OPTIMIZERS = ("sgd", "adam", "adamw")
 

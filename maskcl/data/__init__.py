@@ -1,5 +1,6 @@
 """Data sets and continual-learning scenarios (split and permuted) for maskcl."""
 
+from maskcl.data.cifar import load_cifar100, read_cifar_file
 from maskcl.data.fashion_mnist import default_cache_dir, load_fashion_mnist, read_idx
 from maskcl.data.scenarios import (
     Scenario,
@@ -10,6 +11,7 @@ from maskcl.data.scenarios import (
     permuted_fashion_mnist,
     permuted_scenario,
     prepare_inputs,
+    split_cifar100,
     split_fashion_mnist,
     split_scenario,
 )
@@ -19,13 +21,16 @@ __all__ = [
     "Task",
     "TaskData",
     "default_cache_dir",
+    "load_cifar100",
     "load_fashion_mnist",
     "load_npz",
     "npz_scenario",
     "permuted_fashion_mnist",
     "permuted_scenario",
     "prepare_inputs",
+    "read_cifar_file",
     "read_idx",
+    "split_cifar100",
     "split_fashion_mnist",
     "split_scenario",
 ]

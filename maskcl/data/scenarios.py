@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskcl.data.cifar import load_cifar100
 from maskcl.data.fashion_mnist import load_fashion_mnist
 from maskcl.errors import MaskclError
 
@@ -336,6 +337,15 @@ def permuted_fashion_mnist(
     """Permuted Fashion-MNIST ("permuted-fmnist"): all 10 classes, one pixel permutation per task."""
     data = load_fashion_mnist(root)
     return permuted_scenario(*data, n_tasks, val_fraction=val_fraction, seed=seed, name="permuted-fmnist")
+
+
+def split_cifar100(
+    n_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+) -> Scenario:
+    """Split CIFAR-100 ("split-cifar100"): with 10 tasks, classes 0-9, 10-19, ..., 90-99. A missing copy
+    is downloaded through torchvision."""
+    data = load_cifar100(root, download=True)
+    return split_scenario(*data, n_tasks, val_fraction=val_fraction, seed=seed, name="split-cifar100")
 
 
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
