@@ -39,6 +39,12 @@ BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-cifar100": (split_cifar100, 10),
 }
 OPTIMIZERS = ("sgd", "adam", "adamw")
+ARCH_OPTIONS = {
+    "mlp": ("hidden", "dropout", "input_dropout"),
+    "alexnet": ("hidden", "channels"),
+    "resnet20": (),
+}
+"""The :class:`RunConfig` fields each maskcl model takes."""
 
 
 @dataclass
@@ -56,7 +62,7 @@ class RunConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
-    arch: str = "mlp"  # a maskcl model (mlp, alexnet) or timm:NAME, any timm model converted
+    arch: str = "mlp"  # a maskcl model (mlp, alexnet, resnet20) or timm:NAME, any timm model converted
     hidden: tuple[int, ...] = (400, 400)
     channels: tuple[int, ...] = (64, 128, 256)  # alexnet only
     dropout: float = 0.5  # mlp: after each hidden layer (the HAT paper's MLP)
@@ -148,11 +154,7 @@ def build_model(config: RunConfig, scenario: Scenario, gated: bool) -> nn.Module
     """The network named by ``config.arch``, sized for the scenario (``timm:NAME``: converted)."""
     if config.arch.startswith("timm:"):
         return _timm_model(config.arch[5:], scenario, gated)
-    kwargs = {"hidden": tuple(config.hidden)}
-    if config.arch == "alexnet":
-        kwargs.update(channels=tuple(config.channels))
-    else:
-        kwargs.update(dropout=config.dropout, input_dropout=config.input_dropout)
+    kwargs = {name: getattr(config, name) for name in ARCH_OPTIONS.get(config.arch, ())}
     return create_model(
         config.arch,
         input_shape=scenario.input_shape,

@@ -4,10 +4,15 @@ import pytest
 import torch
 
 from maskcl.errors import MaskclError
+from maskcl.hat import HAT
 from maskcl.hat.gate import TaskGate
 from maskcl.models import create_model, list_models
 
-SMALL = {"mlp": {"hidden": (16, 12)}, "alexnet": {"channels": (4, 6, 8), "hidden": (16, 12)}}
+SMALL = {
+    "mlp": {"hidden": (16, 12)},
+    "alexnet": {"channels": (4, 6, 8), "hidden": (16, 12)},
+    "resnet20": {"width": 4},
+}
 SHAPE = (3, 16, 16)
 
 
@@ -88,3 +93,16 @@ def test_alexnet_has_the_paper_kernel_sizes_for_28x28():
     model = create_model("alexnet", input_shape=(1, 28, 28), classes_per_task=[2])
     assert [c.kernel_size[0] for c in model.convs] == [3, 2, 2]
     assert model.fcs[0].in_features == 256 * 2 * 2
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_learned_task_stays_bit_identical_under_adamw(name, train_hat):
+    model = build(name, **({"dropout": (0.0, 0.0)} if name == "alexnet" else {}))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    hat = HAT(model)
+    x = torch.randn(8, *SHAPE)
+    batches = [[(x, torch.randint(0, k, (8,))) for _ in range(3)] for k in (2, 3)]
+    train_hat(model, hat, optimizer, 0, batches[0])
+    before = model.eval().set_task(0)(x).detach().clone()
+    train_hat(model, hat, optimizer, 1, batches[1])
+    assert torch.equal(model.eval().set_task(0)(x), before)
