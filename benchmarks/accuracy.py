@@ -79,6 +79,7 @@ EXPERIMENTS = {
     ],
     "hypermask-split": [
         ("hypermask, published settings", HYPERMASK_SPLIT),
+        ("hypermask, lambda 0.01", {**HYPERMASK_SPLIT, "lam": 0.01}),
         ("hat, sgd (paper settings)", {**SPLIT, "method": "hat", "task_inference": True}),
     ],
     # timm networks converted by maskcl.hat.convert, on 1x28x28 images (ImageNet stems, no pretraining)
