@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quota", type=float, default=d.quota, help="units a task may take unpenalised")
     p.add_argument("--compensation", type=float, default=d.compensation, help="default: --s-max")
     p.add_argument("--sparsity", type=float, default=d.sparsity, help="HyperMask: %% of each mask set to 0")
+    p.add_argument(
+        "--sparsity-ramp", type=int, default=d.sparsity_ramp, help="HyperMask: first task's ramp, in steps"
+    )
     p.add_argument("--beta", type=float, default=d.beta, help="HyperMask: hypernetwork-output regulariser")
     p.add_argument("--lam", type=float, default=d.lam, help="HyperMask: lambda, L1 change of target weights")
     p.add_argument("--l1-masked", action="store_true", help="HyperMask: L1 change weighted by the mask")

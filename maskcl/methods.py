@@ -80,18 +80,26 @@ class HATMethod(Method):
 
 class HyperMaskMethod(Method):
     name = "hypermask"
-    options = ("sparsity", "beta", "lam", "l1_masked", "embedding_dim", "hyper_hidden", "chunks")
+    options = (
+        "sparsity",
+        "sparsity_ramp",
+        "beta",
+        "lam",
+        "l1_masked",
+        "embedding_dim",
+        "hyper_hidden",
+        "chunks",
+    )
 
     def __init__(self, model: nn.Module, **options) -> None:
         net_options = {k: options[k] for k in ("sparsity", "embedding_dim", "chunks")}
         net = HyperMaskNet(model, hidden=options["hyper_hidden"], **net_options)
         super().__init__(net)
-        self.hypermask = HyperMask(
-            net, beta=options["beta"], lam=options["lam"], l1_masked=options["l1_masked"]
-        )
+        regulariser = {k: options[k] for k in ("beta", "lam", "l1_masked", "sparsity_ramp")}
+        self.hypermask = HyperMask(net, **regulariser)
 
     def start_task(self, task: int, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> None:
-        self.hypermask.start_task(task)
+        self.hypermask.start_task(task, optimizer)
 
     def penalty(self) -> torch.Tensor:
         return self.hypermask.regularizer()

@@ -75,6 +75,7 @@ class RunConfig:
     quota: float = 0.0
     compensation: float | None = None  # default: s_max
     sparsity: float = 0.0  # HyperMask (Książek & Spurek): % of each masked tensor set to 0
+    sparsity_ramp: int = 0  # HyperMask: steps over which the first task's sparsity rises from 0
     beta: float = 0.01  # HyperMask: weight of the hypernetwork-output regulariser
     lam: float = 0.001  # HyperMask: weight of the L1 change of the target's weights
     l1_masked: bool = False  # HyperMask: weigh that L1 change by the task's mask
@@ -111,6 +112,7 @@ class RunConfig:
             ("quota", 0 <= self.quota < 1, "in [0, 1)"),
             ("compensation", self.compensation is None or self.compensation > 0, "> 0"),
             ("sparsity", 0 <= self.sparsity < 100, "in [0, 100)"),
+            ("sparsity-ramp", self.sparsity_ramp >= 0, ">= 0 steps"),
             ("beta", self.beta >= 0, ">= 0"),
             ("lam", self.lam >= 0, ">= 0"),
             ("embedding-dim", self.embedding_dim >= 1, ">= 1"),

@@ -65,6 +65,7 @@ class HyperMaskNet(nn.Module):
         self.target = target
         self.state = task_state(target)
         self.sparsity = sparsity
+        self.current_sparsity = sparsity  # lower while HyperMask ramps the first task's sparsity up
         own = {id(p) for m in target.modules() if isinstance(m, TaskBatchNorm) for p in m.parameters()}
         own |= {id(m.bias) for m in target.modules() if isinstance(m, TaskHeads)}
         self.masked = [(n, p) for n, p in target.named_parameters() if id(p) not in own]
@@ -82,7 +83,9 @@ class HyperMaskNet(nn.Module):
             flat = self.cached_masks[task].split(self.sizes)
             return [m.view_as(p) for m, (_, p) in zip(flat, self.masked)]
         scores = self.hypernetwork(task).split(self.sizes)
-        return [semi_binary_mask(s, self.sparsity).view_as(p) for s, (_, p) in zip(scores, self.masked)]
+        return [
+            semi_binary_mask(s, self.current_sparsity).view_as(p) for s, (_, p) in zip(scores, self.masked)
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         task = self.state.context.task
@@ -115,24 +118,46 @@ class HyperMask:
     the hypernetwork's scores for earlier tasks' embeddings against a snapshot ``H*`` taken when task ``t``
     started, and the L1 change of the target's masked weights since then (weighted by task ``t``'s mask
     with ``l1_masked``). Defaults are the method's published ones (beta 0.01, lambda 0.001).
+    ``sparsity_ramp``: over the first task's first that many optimizer steps, the sparsity rises linearly
+    from 0 to the net's (0: no ramp), as the method's code optionally does.
     """
 
-    def __init__(self, net: HyperMaskNet, *, beta: float = 0.01, lam: float = 0.001, l1_masked: bool = False):
+    def __init__(
+        self,
+        net: HyperMaskNet,
+        *,
+        beta: float = 0.01,
+        lam: float = 0.001,
+        l1_masked: bool = False,
+        sparsity_ramp: int = 0,
+    ) -> None:
         if beta < 0 or lam < 0:
             raise MaskclError(f"beta and lambda must be >= 0, got {beta} and {lam}")
+        if sparsity_ramp < 0:
+            raise MaskclError(f"sparsity_ramp must be >= 0 steps, got {sparsity_ramp}")
         self.net, self.beta, self.lam, self.l1_masked = net, beta, lam, l1_masked
+        self.sparsity_ramp = sparsity_ramp
         self.task: int | None = None
+        self._hook = None
 
-    def start_task(self, task: int) -> None:
-        """Begin ``task``: snapshot the hypernetwork's scores of learned tasks and the target's weights."""
+    def start_task(self, task: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Begin ``task``: snapshot the hypernetwork's scores of learned tasks and the target's weights.
+        The sparsity ramp of the first task counts the steps of ``optimizer``."""
         state = self.net.state
         task = check_task_id(task, state.num_tasks)
         if self.task is not None:
             raise MaskclError(f"task {self.task} is still training: call end_task() first")
         if state.learned[task]:
             raise MaskclError(f"task {task} is already learned")
+        ramp = self.sparsity_ramp > 0 and not state.learned_tasks()
+        if ramp and optimizer is None:
+            raise MaskclError("the sparsity ramp counts optimizer steps: pass start_task the optimizer")
         self.task = task
         state.context.select(task)
+        self.net.current_sparsity = 0.0 if ramp else self.net.sparsity
+        if ramp:
+            self._steps = 0
+            self._hook = optimizer.register_step_post_hook(lambda *_: self._ramp())
         self._previous = torch.tensor(state.learned_tasks(), dtype=torch.long)
         with torch.no_grad():
             hyper = self.net.hypernetwork
@@ -159,6 +184,14 @@ class HyperMask:
         """Finish the task: cache its mask and mark it learned."""
         if self.task is None:
             raise MaskclError("end_task() without a task in training")
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self.net.current_sparsity = self.net.sparsity
         self.net.cache(self.task)
         self.net.state.learned[self.task] = True
         self.task = None
+
+    def _ramp(self) -> None:
+        self._steps += 1
+        self.net.current_sparsity = self.net.sparsity * min(1.0, self._steps / self.sparsity_ramp)

@@ -100,6 +100,31 @@ def test_batch_norm_target_keeps_per_task_norm_rows_unmasked():
     assert set_task(net.train(), 0)(torch.randn(3, 3, 16, 16)).shape == (3, 2)
 
 
+def test_sparsity_ramps_up_over_the_first_task_only():
+    torch.manual_seed(0)
+    net = HyperMaskNet(small_target(), sparsity=40)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    hm = HyperMask(net, sparsity_ramp=4)
+
+    def zero_fraction(task):
+        masks = net.masks(task)
+        return sum(int((m == 0).sum()) for m in masks) / sum(m.numel() for m in masks)
+
+    seen = []
+    for task in range(2):
+        hm.start_task(task, optimizer)
+        for _ in range(5):
+            seen.append(round(zero_fraction(task), 2))
+            (set_task(net.train(), task)(torch.randn(4, 6)).sum() + hm.regularizer()).backward()
+            optimizer.step()
+        hm.end_task()
+        assert zero_fraction(task) == pytest.approx(0.4, abs=0.03)  # cached at the full sparsity
+    assert seen[:5] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=0.03)  # per-tensor counts round down
+    assert seen[5:] == pytest.approx([0.4] * 5, abs=0.03)  # later tasks start at the full sparsity
+    with pytest.raises(MaskclError, match="pass start_task the optimizer"):
+        HyperMask(HyperMaskNet(small_target(), sparsity=40), sparsity_ramp=4).start_task(0)
+
+
 def test_bad_options_are_one_line_errors():
     with pytest.raises(MaskclError, match="sparsity must be in"):
         HyperMaskNet(small_target(), sparsity=100)
