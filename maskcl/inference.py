@@ -20,12 +20,13 @@ def infer_task(
     model: nn.Module, x: torch.Tensor, tasks: list[int] | None = None, max_rows: int = 8192
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(task, class)`` per input of ``x``: the lowest-entropy task among ``tasks`` (default: the learned
-    ones) and its predicted class (an index into that task's classes)."""
+    ones) and its predicted class (an index into that task's classes). Runs in evaluation mode; the
+    model's mode and selected task are restored afterwards."""
     state = task_state(model)
     tasks = state.learned_tasks() if tasks is None else list(tasks)
     if not tasks:
         raise MaskclError("task inference needs at least one learned task")
-    previous, n = state.context.task, x.shape[0]
+    previous, training, n = state.context.task, model.training, x.shape[0]
     model.eval()
     ids = torch.tensor(tasks, device=x.device).repeat_interleave(n)  # task-major: [t0 x n, t1 x n, ...]
     rows = x.repeat(len(tasks), *[1] * (x.dim() - 1))
@@ -33,6 +34,7 @@ def infer_task(
         [set_task(model, ids[i : i + max_rows])(rows[i : i + max_rows]) for i in range(0, len(ids), max_rows)]
     )
     state.context.select(previous)
+    model.train(training)
     probabilities = logits.softmax(dim=1)  # -inf padding of tasks with fewer classes gives p = 0
     entropy = torch.special.entr(probabilities).sum(1).view(len(tasks), n)
     best = entropy.argmin(0)

@@ -209,23 +209,21 @@ def evaluate_task_inference(model: nn.Module, scenario: Scenario, device: torch.
     """Test accuracy with the task id unknown: per task, how often the task is inferred
     (:func:`maskcl.inference.infer_task`) and how often the class is right as well (class-incremental).
     """
-    found, correct, total = [], [], 0
+    hits, rights, sizes = [], [], []
     for task in range(scenario.num_tasks):
-        hits = right = 0
+        hit = right = 0
         for x, y in scenario[task].test.batches(1000, device=device):
             inferred, predicted = infer_task(model, x)
-            hits += int((inferred == task).sum())
+            hit += int((inferred == task).sum())
             right += int(((inferred == task) & (predicted == y)).sum())
-        size = max(len(scenario[task].test), 1)
-        found.append(hits / size)
-        correct.append(right / size)
-        total += size
-    sizes = [len(t.test) for t in scenario.tasks]
+        hits.append(hit)
+        rights.append(right)
+        sizes.append(max(len(scenario[task].test), 1))
     return {
-        "task_accuracy": sum(f * n for f, n in zip(found, sizes)) / total,
-        "class_incremental_acc": sum(c * n for c, n in zip(correct, sizes)) / total,
-        "per_task_task_accuracy": found,
-        "per_task_class_incremental_acc": correct,
+        "task_accuracy": sum(hits) / sum(sizes),
+        "class_incremental_acc": sum(rights) / sum(sizes),
+        "per_task_task_accuracy": [h / n for h, n in zip(hits, sizes)],
+        "per_task_class_incremental_acc": [r / n for r, n in zip(rights, sizes)],
     }
 
 

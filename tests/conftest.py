@@ -9,6 +9,20 @@ from maskcl.context import set_task
 from maskcl.data import load_fashion_mnist
 from maskcl.errors import MaskclError
 
+OPTIONAL_EXTRAS = ("timm", "torchvision", "matplotlib")
+"""Tests of the optional extras skip where the extra is not installed (``pytest.importorskip``)."""
+
+
+def pytest_sessionstart(session):
+    """Under CI (CI=true) the extras are part of the set-up, so a missing one fails the run instead of
+    letting its tests skip unseen."""
+    if os.environ.get("CI"):
+        for name in OPTIONAL_EXTRAS:
+            try:
+                __import__(name)
+            except ImportError as exc:
+                raise pytest.UsageError(f"optional extra {name!r} is missing under CI: {exc}") from exc
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -44,6 +44,18 @@ def kept_linear(layer: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor 
     return kept
 
 
+def kept_linear_stack(
+    linears: list[nn.Linear], masks: list[torch.Tensor | None], cols: torch.Tensor | None, head: nn.Linear
+) -> list[nn.Module]:
+    """``Linear -> ReLU`` for each of ``linears`` kept to its task's units ``masks[i]`` (reading the units
+    kept before it, ``cols`` for the first), then ``head`` reading the last layer's kept units."""
+    layers: list[nn.Module] = []
+    for linear, rows in zip(linears, masks):
+        layers += [kept_linear(linear, rows, cols), nn.ReLU()]
+        cols = rows
+    return [*layers, kept_linear(head, None, cols)]
+
+
 def kept_conv2d(layer: nn.Conv2d, rows: torch.Tensor | None, cols: torch.Tensor | None) -> nn.Conv2d:
     """A copy of an ungrouped ``layer`` with only the output channels ``rows`` and input channels ``cols``."""
     if layer.groups != 1:

@@ -101,8 +101,15 @@ class HyperMaskNet(nn.Module):
 
     def _forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         self.state.context.select(task)
-        weights = {name: p * m for (name, p), m in zip(self.masked, self.masks(task))}
+        masks = self.masks(task)
+        self.last_masks = (task, masks)  # the regulariser reuses them instead of a second hypernetwork pass
+        weights = {name: p * m for (name, p), m in zip(self.masked, masks)}
         return functional_call(self.target, weights, (x,))
+
+    def current_masks(self, task: int) -> list[torch.Tensor]:
+        """Task ``task``'s masks from the last forward pass when it computed that task, else anew."""
+        last = getattr(self, "last_masks", None)
+        return last[1] if last is not None and last[0] == task else self.masks(task)
 
     @torch.no_grad()
     def cache(self, task: int) -> None:
@@ -166,7 +173,8 @@ class HyperMask:
             self._weights = [p.detach().clone() for _, p in self.net.masked]
 
     def regularizer(self) -> torch.Tensor:
-        """The method's two penalties for the task in training (see the class)."""
+        """The method's two penalties for the task in training (see the class); call it after the training
+        forward pass, whose masks it reuses with ``l1_masked``."""
         if self.task is None:
             raise MaskclError("regularizer() needs a task in training: call start_task() first")
         hyper = self.net.hypernetwork
@@ -175,7 +183,7 @@ class HyperMask:
             change = hyper.scores(self._embeddings) - self._anchors
             total = total + self.beta * change.pow(2).sum(1).mean()
         if self.lam > 0:
-            masks = self.net.masks(self.task) if self.l1_masked else [1.0] * len(self._weights)
+            masks = self.net.current_masks(self.task) if self.l1_masked else [1.0] * len(self._weights)
             moved = [((p - w).abs() * m).sum() for (_, p), w, m in zip(self.net.masked, self._weights, masks)]
             total = total + self.lam * torch.stack(moved).sum()
         return total

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskcl.errors import MaskclError
-from maskcl.hat.compact import kept_batch_norm2d, kept_conv2d, kept_linear
+from maskcl.hat.compact import kept_batch_norm2d, kept_conv2d, kept_linear_stack
 from maskcl.hat.gate import GateLink, TaskGate
 from maskcl.layers import TaskBatchNorm
 from maskcl.models.base import TaskModel
@@ -98,10 +98,7 @@ class AlexNet(TaskModel):
             cols = rows
         layers.append(nn.Flatten())
         cols = None if cols is None else cols.repeat_interleave(self.spatial)
-        for fc, rows in zip(self.fcs, masks[3:]):
-            layers += [kept_linear(fc, rows, cols), nn.ReLU()]
-            cols = rows
-        return [*layers, kept_linear(self.heads.plain(task), None, cols)]
+        return [*layers, *kept_linear_stack(list(self.fcs), masks[3:], cols, self.heads.plain(task))]
 
     def gate_links(self) -> list[GateLink]:
         if not isinstance(self.gates[0], TaskGate):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskcl.hat.compact import kept_linear
+from maskcl.hat.compact import kept_linear_stack
 from maskcl.hat.gate import GateLink, TaskGate
 from maskcl.models.base import TaskModel
 from maskcl.models.registry import register_model
@@ -53,13 +53,8 @@ class MLP(TaskModel):
 
     def compact_layers(self, task: int) -> list[nn.Module]:
         """Task ``task`` with only its units, for :func:`maskcl.hat.compact.compact`."""
-        layers: list[nn.Module] = [nn.Flatten()]
-        cols = None
-        for layer, gate in zip(self.layers, self.gates):
-            rows = gate.hard_mask(task) if isinstance(gate, TaskGate) else None
-            layers += [kept_linear(layer, rows, cols), nn.ReLU()]
-            cols = rows
-        return [*layers, kept_linear(self.heads.plain(task), None, cols)]
+        masks = [g.hard_mask(task) if isinstance(g, TaskGate) else None for g in self.gates]
+        return [nn.Flatten(), *kept_linear_stack(list(self.layers), masks, None, self.heads.plain(task))]
 
     def gate_links(self) -> list[GateLink]:
         if not isinstance(self.gates[0], TaskGate):
