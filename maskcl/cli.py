@@ -1,27 +1,57 @@
 """The ``maskcl`` command line.
 
-``maskcl run`` trains a continual-learning run and prints the accuracy matrix with ACC, BWT and
-forgetting; with ``--out DIR`` it writes ``DIR/results.json``. Any bad input ends in one line on stderr,
-``maskcl: error: ...``, and exit status 2, with nothing written.
+- ``maskcl run``: trains a continual-learning run into a run folder (``--out DIR``, see
+  :mod:`maskcl.runs`) and prints the accuracy matrix with ACC, BWT and forgetting. ``--config FILE``
+  sets any flag from a YAML/JSON file (flags given on the command line win), ``--seeds 0,1,2`` runs each
+  seed and writes a summary, ``--resume DIR`` continues a stopped run. Ctrl-C saves a checkpoint first.
+- ``maskcl eval DIR``: re-evaluates a run's saved model after any of its tasks, on any learned task.
+- ``maskcl report DIR``: PNG plots and one self-contained HTML page of a finished run.
+
+Any bad input ends in one line on stderr, ``maskcl: error: ...``, and exit status 2, with nothing written.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from maskcl.checkpoint import FORMAT_VERSION, write_json
+from maskcl.config import FIELD_TYPES, check_value, config_from_dict, read_config_file
+from maskcl.context import task_state
 from maskcl.errors import MaskclError
 from maskcl.hat.method import MASK_INITS
 from maskcl.hat.scale import SCALE_SCHEDULES
 from maskcl.methods import METHODS
 from maskcl.metrics import AccuracyMatrix, forgetting_ratio, validate_accuracy_matrix
-from maskcl.train import BENCHMARKS, OPTIMIZERS, RunConfig, run
+from maskcl.report import write_report
+from maskcl.runs import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    METRICS,
+    SWEEP,
+    RunFolder,
+    load_run,
+    read_json,
+    read_run_config,
+    summarize,
+)
+from maskcl.train import (
+    BENCHMARKS,
+    OPTIMIZERS,
+    Interrupted,
+    RunConfig,
+    evaluate,
+    load_scenario,
+    resolve_device,
+    run,
+)
 
 DEFAULTS = RunConfig()
 
@@ -41,78 +71,113 @@ class _Parser(argparse.ArgumentParser):
         raise MaskclError(message)
 
 
+RUN_OPTIONS = {
+    "seeds": tuple[int, ...] | None,
+    "out": str | None,
+    "checkpoint_interval": float,
+    "joint_reference": str | None,
+    "quiet": bool,
+}
+"""``maskcl run`` flags that are not part of a run's config (settable in a config file too)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="maskcl", description="Mask-based continual learning (HAT and baselines).")
+    parser = _Parser(prog="maskcl", description="Mask-based continual learning (HAT, HyperMask, baselines).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = commands.add_parser("run", help="train a continual-learning run and report its metrics")
+    p = commands.add_parser(
+        "run",
+        help="train a continual-learning run and report its metrics",
+        argument_default=argparse.SUPPRESS,
+    )
     d = DEFAULTS
-    p.add_argument("--method", choices=sorted(METHODS), default=d.method)
-    p.add_argument("--benchmark", choices=sorted(BENCHMARKS), default=d.benchmark)
+    p.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these options; flags win")
+    p.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR with its own config")
+    p.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
+    p.add_argument("--method", choices=sorted(METHODS), help=f"default: {d.method}")
+    p.add_argument("--benchmark", choices=sorted(BENCHMARKS), help=f"default: {d.benchmark}")
     p.add_argument("--data", metavar="FILE.npz", help="your own data (x_train, y_train, x_test, y_test)")
-    p.add_argument("--scenario", choices=("split", "permuted"), default=d.scenario, help="how --data is cut")
+    p.add_argument("--scenario", choices=("split", "permuted"), help="how --data is cut")
     p.add_argument("--tasks", type=int, help="number of tasks (default: 5 split, 10 permuted)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per task")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--arch", default=d.arch, help="mlp, alexnet, or timm:NAME (a timm model, converted)")
-    p.add_argument("--hidden", type=_int_list, default=d.hidden, help="hidden widths, e.g. 400,400")
-    p.add_argument("--channels", type=_int_list, default=d.channels, help="alexnet conv channels")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="mlp: dropout after hidden layers")
-    p.add_argument("--input-dropout", type=float, default=d.input_dropout, help="mlp: dropout on the input")
-    p.add_argument("--s-max", type=float, default=d.s_max, help="HAT's final gate scale")
-    p.add_argument("--c", type=float, default=d.c, help="HAT's regulariser weight")
-    p.add_argument("--scale-schedule", choices=sorted(SCALE_SCHEDULES), default=d.scale_schedule)
-    p.add_argument("--mask-init", choices=MASK_INITS, default=d.mask_init, help="HAT task embedding start")
+    p.add_argument("--epochs", type=int, help=f"epochs per task (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"default: {d.batch_size}")
+    p.add_argument("--lr", type=float, help=f"default: {d.lr}")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default: {d.optimizer}")
+    p.add_argument("--momentum", type=float, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--arch", help="mlp, alexnet, resnet20, or timm:NAME (a timm model, converted)")
+    p.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 400,400")
+    p.add_argument("--channels", type=_int_list, help="alexnet conv channels")
+    p.add_argument("--dropout", type=float, help=f"mlp: dropout after hidden layers (default: {d.dropout})")
+    p.add_argument(
+        "--input-dropout", type=float, help=f"mlp: dropout on the input (default: {d.input_dropout})"
+    )
+    p.add_argument("--s-max", type=float, help=f"HAT's final gate scale (default: {d.s_max})")
+    p.add_argument("--c", type=float, help=f"HAT's regulariser weight (default: {d.c})")
+    p.add_argument("--scale-schedule", choices=sorted(SCALE_SCHEDULES))
+    p.add_argument("--mask-init", choices=MASK_INITS, help="HAT task embedding start")
     p.add_argument("--per-layer", action="store_true", help="HAT regulariser normalised per layer")
-    p.add_argument("--quota", type=float, default=d.quota, help="units a task may take unpenalised")
-    p.add_argument("--compensation", type=float, default=d.compensation, help="default: --s-max")
-    p.add_argument("--sparsity", type=float, default=d.sparsity, help="HyperMask: %% of each mask set to 0")
-    p.add_argument(
-        "--sparsity-ramp", type=int, default=d.sparsity_ramp, help="HyperMask: first task's ramp, in steps"
-    )
-    p.add_argument("--beta", type=float, default=d.beta, help="HyperMask: hypernetwork-output regulariser")
-    p.add_argument("--lam", type=float, default=d.lam, help="HyperMask: lambda, L1 change of target weights")
+    p.add_argument("--quota", type=float, help="units a task may take unpenalised")
+    p.add_argument("--compensation", type=float, help="default: --s-max")
+    p.add_argument("--sparsity", type=float, help="HyperMask: %% of each mask set to 0")
+    p.add_argument("--sparsity-ramp", type=int, help="HyperMask: first task's ramp, in steps")
+    p.add_argument("--beta", type=float, help=f"HyperMask: hypernetwork-output regulariser ({d.beta})")
+    p.add_argument("--lam", type=float, help=f"HyperMask: lambda, L1 change of target weights ({d.lam})")
     p.add_argument("--l1-masked", action="store_true", help="HyperMask: L1 change weighted by the mask")
-    p.add_argument(
-        "--embedding-dim", type=int, default=d.embedding_dim, help="HyperMask: task embedding size"
-    )
-    p.add_argument(
-        "--hyper-hidden", type=_int_list, default=d.hyper_hidden, help="HyperMask: hypernet widths"
-    )
-    p.add_argument("--chunks", type=int, default=d.chunks, help="HyperMask: output chunks (0: unchunked)")
-    p.add_argument(
-        "--task-inference", action="store_true", help="also test with the task unknown (lowest entropy)"
-    )
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--embedding-dim", type=int, help="HyperMask: task embedding size")
+    p.add_argument("--hyper-hidden", type=_int_list, help="HyperMask: hypernet widths")
+    p.add_argument("--chunks", type=int, help=f"HyperMask: output chunks, 0: unchunked ({d.chunks})")
+    p.add_argument("--task-inference", action="store_true", help="also test with the task unknown")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--joint-reference", metavar="RESULTS.json", help="a joint run's results: adds HAT's forgetting ratio"
     )
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<benchmark>-<method>-<time>)")
     p.add_argument(
-        "--out", metavar="DIR", help="folder for results.json (default: runs/<benchmark>-<method>-<time>)"
+        "--checkpoint-interval",
+        type=float,
+        help=f"seconds between checkpoints in a task, 0: every step ({DEFAULT_CHECKPOINT_INTERVAL})",
     )
-    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.add_argument("--quiet", action="store_true", help="print only the final table; no progress bar")
+
+    e = commands.add_parser("eval", help="re-evaluate a run's saved model")
+    e.add_argument("dir", metavar="DIR", help="a run folder")
+    e.add_argument("--after-task", type=int, help="the model saved after this task (default: the last)")
+    e.add_argument("--tasks", type=_int_list, help="tasks to evaluate (default: every learned one)")
+    e.add_argument("--device", default="cpu")
+
+    r = commands.add_parser("report", help="plots and an HTML page of a finished run")
+    r.add_argument("dir", metavar="DIR", help="a run folder or a multi-seed folder")
     return parser
 
 
-def _config(args: argparse.Namespace) -> RunConfig:
-    fields = {f: getattr(args, f) for f in RunConfig.__dataclass_fields__}
-    return RunConfig(**fields)
+def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
+    """The run's config and run options: defaults, then the config file, then the flags given."""
+    given = vars(args)
+    file_values = read_config_file(args.config) if "config" in given else {}
+    options = {"seeds": None, "out": None, "checkpoint_interval": DEFAULT_CHECKPOINT_INTERVAL}
+    options |= {"joint_reference": None, "quiet": False}
+    for key in RUN_OPTIONS:
+        if key in file_values:
+            try:
+                options[key] = check_value(key, file_values.pop(key), RUN_OPTIONS[key])
+            except MaskclError as err:
+                raise MaskclError(f"{args.config}: {err}") from None
+        if key in given:
+            options[key] = given[key]
+    config = config_from_dict(file_values, source=args.config) if file_values else RunConfig()
+    flags = {k: v for k, v in given.items() if k in FIELD_TYPES}
+    config = dataclasses.replace(config, **flags)
+    config.validate()
+    if options["checkpoint_interval"] < 0:
+        raise MaskclError(f"--checkpoint-interval must be >= 0 seconds, got {options['checkpoint_interval']}")
+    return config, options
 
 
-def _out_dir(args: argparse.Namespace, config: RunConfig) -> Path:
-    if args.out:
-        out = Path(args.out)
-    else:
-        name = Path(config.data).stem if config.data else config.benchmark
-        out = Path("runs") / f"{name}-{config.method}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MaskclError(f"--out {out} already exists and is not an empty folder; choose another")
-    return out
+def _default_out(config: RunConfig) -> Path:
+    name = Path(config.data).stem if config.data else config.benchmark
+    return Path("runs") / f"{name}-{config.method}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def _joint_reference(path: str | None) -> list[list[float]] | None:
@@ -132,85 +197,179 @@ def _joint_reference(path: str | None) -> list[list[float]] | None:
     return matrix
 
 
-def _staging_dir(out: Path) -> Path:
-    """A fresh folder beside ``out`` for the results; creating it first proves ``out`` is writable."""
+class _Stopper:
+    """SIGINT (Ctrl-C) asks the current run folder to checkpoint and stop; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.folder: RunFolder | None = None
+
+    def __enter__(self) -> _Stopper:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, *_) -> None:
+        if self.folder is None or self.folder.stop:
+            raise KeyboardInterrupt
+        self.folder.stop = True
+
+
+def _print_results(results: dict) -> None:
+    print(AccuracyMatrix.from_matrix(results["acc_matrix"]).to_table())
+    summary = f"ACC {results['acc']:.4f}  BWT {results['bwt']:+.4f}  forgetting {results['forgetting']:.4f}"
+    if "forgetting_ratio" in results:
+        summary += f"  forgetting ratio {results['forgetting_ratio']:+.4f}"
+    print(summary)
+    if "task_inference" in results:
+        inference = results["task_inference"]
+        print(
+            f"task unknown at test time: task inferred {inference['task_accuracy']:.4f}, "
+            f"class-incremental ACC {inference['class_incremental_acc']:.4f}"
+        )
+
+
+def _run_one(config: RunConfig, folder: RunFolder, options: dict, stopper: _Stopper, joint) -> dict:
+    """Train (or continue) one run in ``folder`` and write its results there."""
+    if folder.path.joinpath("results.json").exists():
+        print(f"{folder.path} has finished already")
+        return read_json(folder.path / "results.json")
+    quiet = options["quiet"]
+    progress = not quiet and sys.stderr.isatty()
+    log = (lambda _: None) if quiet else _progress_log if progress else print
+    stopper.folder = folder
+    created = not folder.resuming
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as err:
-        raise MaskclError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-
-
-def _publish(staging: Path, out: Path, results: dict) -> None:
-    """Write ``results.json`` into ``staging``, fsync it, and move the folder into place as ``out``.
-
-    If that fails (disk full, folder gone), the results are saved to a file in the system's temporary
-    folder instead and the one-line error names it: a finished run is never lost.
-    """
-    text = json.dumps(results, indent=2)
+        results = run(config, log=log, folder=folder, progress=progress)
+    except Interrupted:
+        raise
+    except MaskclError:
+        if created and not any(folder.path.glob("models/task-*")):
+            shutil.rmtree(folder.path, ignore_errors=True)  # nothing learned: leave nothing behind
+        raise
+    reference_error = None
+    if joint is not None:
+        try:
+            results["forgetting_ratio"] = forgetting_ratio(
+                results["acc_matrix"], joint, results["random_acc"]
+            )
+        except MaskclError as err:  # e.g. a reference with another number of tasks
+            reference_error = err
+    _print_results(results)
     try:
-        with open(staging / "results.json", "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if out.exists():
-            out.rmdir()  # empty, checked before the run
-        os.replace(staging, out)
-    except OSError as err:
+        folder.finish(results)
+    except MaskclError as err:  # a finished run is never lost
         fd, rescue = tempfile.mkstemp(prefix="maskcl-results-", suffix=".json")
         with os.fdopen(fd, "w") as f:
-            f.write(text)
-        raise MaskclError(
-            f"could not write {out / 'results.json'} ({err.strerror}); saved to {rescue}"
-        ) from None
+            json.dump(results, f, indent=2)
+        raise MaskclError(f"{err}; the results were saved to {rescue}") from None
+    print(f"results: {folder.path / 'results.json'}")
+    if reference_error is not None:
+        raise MaskclError(f"--joint-reference: {reference_error}; the results were written without it")
+    return results
+
+
+def _progress_log(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)
 
 
 def command_run(args: argparse.Namespace) -> None:
-    config = _config(args)
-    config.validate()
-    out = _out_dir(args, config)
-    joint = _joint_reference(args.joint_reference)
-    staging = _staging_dir(out)
-    try:
-        results = run(config, log=(lambda _: None) if args.quiet else print)
-        reference_error = None
-        if joint is not None:
-            try:
-                results["forgetting_ratio"] = forgetting_ratio(
-                    results["acc_matrix"], joint, results["random_acc"]
+    given = vars(args)
+    if "resume" in given:
+        out = Path(args.resume)
+        clashes = [k for k in given if k not in ("command", "resume", "quiet", "checkpoint_interval")]
+        if clashes:
+            flag = "--" + clashes[0].replace("_", "-")
+            raise MaskclError(f"--resume continues {out} with its own config: drop {flag}")
+        sweep = out / SWEEP
+        config_values = read_json(sweep)["config"] if sweep.exists() else RunFolder(out).open()
+        config = config_from_dict(config_values, source=str(sweep if sweep.exists() else out / "config.json"))
+        seeds = read_json(sweep)["seeds"] if sweep.exists() else None
+        options = {"seeds": seeds, "out": str(out), "joint_reference": None}
+        options |= {"quiet": given.get("quiet", False)}
+        options["checkpoint_interval"] = given.get("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL)
+    else:
+        config, options = _settings(args)
+        out = Path(options["out"]) if options["out"] else _default_out(config)
+        RunFolder(out).check_new()
+    joint = _joint_reference(options["joint_reference"])
+    interval = options["checkpoint_interval"]
+    with _Stopper() as stopper:
+        try:
+            if options["seeds"] is None:
+                folder = RunFolder(out, interval)
+                if "resume" in given:
+                    folder.open()
+                _run_one(config, folder, options, stopper, joint)
+                return
+            if "resume" not in given:
+                _create_sweep(out, config, options["seeds"])
+            results = []
+            for seed in options["seeds"]:
+                folder = RunFolder(out / f"seed-{seed}", interval)
+                if folder.path.exists():
+                    folder.open()
+                print(f"seed {seed}: {folder.path}")
+                results.append(
+                    _run_one(dataclasses.replace(config, seed=seed), folder, options, stopper, joint)
                 )
-            except MaskclError as err:  # e.g. a reference with another number of tasks
-                reference_error = err
-        print(AccuracyMatrix.from_matrix(results["acc_matrix"]).to_table())
-        summary = (
-            f"ACC {results['acc']:.4f}  BWT {results['bwt']:+.4f}  forgetting {results['forgetting']:.4f}"
-        )
-        if "forgetting_ratio" in results:
-            summary += f"  forgetting ratio {results['forgetting_ratio']:+.4f}"
-        print(summary)
-        if "task_inference" in results:
-            inference = results["task_inference"]
+            summary = {"method": config.method, "seeds": list(options["seeds"])}
+            summary |= {"runs": [f"seed-{s}" for s in options["seeds"]], **summarize(results)}
+            write_json(out / "summary.json", summary)
             print(
-                f"task unknown at test time: task inferred {inference['task_accuracy']:.4f}, "
-                f"class-incremental ACC {inference['class_incremental_acc']:.4f}"
+                "over seeds "
+                + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)
             )
-        _publish(staging, out, results)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"results: {out / 'results.json'}")
-    if reference_error is not None:
-        raise MaskclError(f"--joint-reference: {reference_error}; the results were written without it")
+        except Interrupted:
+            raise Interrupted(
+                f"stopped; a checkpoint is saved: continue with maskcl run --resume {out}"
+            ) from None
+
+
+def _create_sweep(out: Path, config: RunConfig, seeds: tuple[int, ...]) -> None:
+    RunFolder(out).check_new()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MaskclError(f"cannot create {out}: {err.strerror or err}") from None
+    write_json(
+        out / SWEEP, {"format_version": FORMAT_VERSION, "seeds": list(seeds), "config": config.to_dict()}
+    )
+
+
+def command_eval(args: argparse.Namespace) -> None:
+    model = load_run(args.dir, args.after_task, device=args.device)
+    config = read_run_config(args.dir)
+    scenario = load_scenario(config)
+    learned = task_state(model).learned_tasks()
+    tasks = list(args.tasks) if args.tasks else learned
+    for task in tasks:
+        if task not in learned:
+            raise MaskclError(f"task {task} was never trained in this model (learned: {learned})")
+    device = resolve_device(args.device)
+    for task in tasks:
+        print(f"task {task}: test acc {evaluate(model, scenario[task].test, task, device):.4f}")
+
+
+def command_report(args: argparse.Namespace) -> None:
+    print(f"report: {write_report(args.dir)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        command_run(args)
+        {"run": command_run, "eval": command_eval, "report": command_report}[args.command](args)
+    except Interrupted as stop:
+        print(f"maskcl: {stop}", file=sys.stderr)
+        return 130
     except MaskclError as err:
         print(f"maskcl: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("maskcl: interrupted; nothing was written", file=sys.stderr)
+        print("maskcl: interrupted", file=sys.stderr)
         return 130
     return 0
 

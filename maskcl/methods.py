@@ -51,6 +51,13 @@ class Method:
         """Called after the last step of ``task``."""
         task_state(self.model).learned[task] = True
 
+    def state_dict(self) -> dict:
+        """The method's own state inside a task, beyond the model's and the optimizer's (for checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` after ``start_task`` of the same task (resuming a checkpoint)."""
+
 
 class Joint(Method):
     name = "joint"
@@ -76,6 +83,12 @@ class HATMethod(Method):
 
     def end_task(self, task: int) -> None:
         self.hat.end_task()
+
+    def state_dict(self) -> dict:
+        return self.hat.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.hat.load_state_dict(state)
 
 
 class HyperMaskMethod(Method):
@@ -106,6 +119,12 @@ class HyperMaskMethod(Method):
 
     def end_task(self, task: int) -> None:
         self.hypermask.end_task()
+
+    def state_dict(self) -> dict:
+        return self.hypermask.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.hypermask.load_state_dict(state)
 
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (HATMethod, HyperMaskMethod, Method, Joint)}

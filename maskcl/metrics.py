@@ -216,6 +216,10 @@ class AccuracyMatrix:
             raise MaskclError(f"accuracy {value} is outside [0, 1] (pass a fraction, not a percentage)")
         self._values[trained_task, eval_task] = value
 
+    def to_list(self) -> list[list[float | None]]:
+        """The full ``T x T`` matrix as lists, None where not recorded (what :meth:`from_matrix` takes)."""
+        return [[None if math.isnan(v) else v for v in row] for row in self._values.tolist()]
+
     def row(self, i: int) -> list[float]:
         """Accuracies on tasks ``0..T-1`` after training task ``i``; NaN where not recorded."""
         self._check_task(i, "task")

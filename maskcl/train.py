@@ -7,6 +7,8 @@ one (the accuracy matrix ``R[i][j]``) and returns the results with the full conf
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +30,13 @@ from maskcl.data import (
 from maskcl.errors import MaskclError
 from maskcl.hat.capacity import capacity
 from maskcl.hat.convert import convert
+from maskcl.hat.method import MASK_INITS
+from maskcl.hat.scale import SCALE_SCHEDULES
 from maskcl.inference import infer_task
 from maskcl.methods import Method, method_class
 from maskcl.metrics import AccuracyMatrix, random_stratified_accuracy
 from maskcl.models import create_model, list_models
+from maskcl.runs import RunFolder
 
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-fmnist": (split_fashion_mnist, 5),
@@ -111,6 +116,8 @@ class RunConfig:
             ("c", self.c >= 0, ">= 0"),
             ("quota", 0 <= self.quota < 1, "in [0, 1)"),
             ("compensation", self.compensation is None or self.compensation > 0, "> 0"),
+            ("scale-schedule", self.scale_schedule in SCALE_SCHEDULES, f"in {', '.join(SCALE_SCHEDULES)}"),
+            ("mask-init", self.mask_init in MASK_INITS, f"in {', '.join(MASK_INITS)}"),
             ("sparsity", 0 <= self.sparsity < 100, "in [0, 100)"),
             ("sparsity-ramp", self.sparsity_ramp >= 0, ">= 0 steps"),
             ("beta", self.beta >= 0, ">= 0"),
@@ -180,6 +187,16 @@ def _timm_model(name: str, scenario: Scenario, gated: bool) -> nn.Module:
     return convert(model, scenario.classes_per_task, gates=gated)
 
 
+def build_method(config: RunConfig, scenario: Scenario, device: torch.device) -> Method:
+    """The method of ``config`` around a new network for ``scenario``; ``.model`` is what it trains."""
+    method_cls = method_class(config.method)
+    model = build_model(config, scenario, gated=method_cls.gated).to(device)
+    options = {name: getattr(config, name) for name in method_cls.options}
+    if "chunks" in options:
+        options["chunks"] = options["chunks"] or None  # 0: unchunked
+    return method_cls(model, **options)
+
+
 def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """One optimizer for the whole run: its state carries over from task to task."""
     params, lr, wd = model.parameters(), config.lr, config.weight_decay
@@ -244,92 +261,232 @@ def _cycle(data: TaskData, batch_size: int, generator: torch.Generator, device: 
         yield from data.batches(batch_size, shuffle=True, generator=generator, device=device)
 
 
-def train_task(
-    model: nn.Module,
-    method: Method,
-    optimizer: torch.optim.Optimizer,
-    scenario: Scenario,
-    task: int,
-    config: RunConfig,
-    generator: torch.Generator,
-    device: torch.device,
-    log: Callable[[str], None],
-) -> None:
-    """Learn ``task`` for ``config.epochs`` epochs with ``method``."""
-    tasks = method.training_tasks(task)
-    datas = [scenario[t].train for t in tasks]
-    steps_per_epoch = max(d.num_batches(config.batch_size) for d in datas)
-    method.start_task(task, optimizer, steps_per_epoch)
-    for epoch in range(config.epochs):
+class Interrupted(MaskclError):
+    """Raised by :func:`run` after it saved a checkpoint because a stop was asked (``folder.stop``)."""
+
+
+@dataclass
+class _Position:
+    """Where a run stands: ``step`` batches of epoch ``epoch`` of ``task`` are done (``epoch == epochs``:
+    the task's training is over); ``generator`` is the data generator's state at that epoch's start."""
+
+    task: int = 0
+    epoch: int = 0
+    step: int = 0
+    in_task: bool = False
+    generator: torch.Tensor | None = None
+    epoch_loss: torch.Tensor | None = None
+
+
+class _Run:
+    """One run's live objects, and the checkpoint of them from which :func:`run` resumes bit-exactly."""
+
+    def __init__(self, config: RunConfig, folder: RunFolder | None) -> None:
+        self.config, self.folder = config, folder
+        self.device = resolve_device(config.device)
+        self.scenario = load_scenario(config)
+        torch.manual_seed(config.seed)
+        self.method = build_method(config, self.scenario, self.device)
+        self.model = self.method.model
+        self.optimizer = build_optimizer(config, self.model)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.matrix = AccuracyMatrix(self.scenario.num_tasks)
+        self.position = _Position()
+        self.seconds_before, self.started = 0.0, time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training time so far, over every session of the run."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def checkpoint(self, metric_lines: int) -> dict:
+        position = dataclasses.asdict(self.position)
+        return {
+            "config": self.config.to_dict(),
+            "position": position,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict() if self.position.in_task else {},
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(), **_cuda_rng()},
+            "matrix": self.matrix.to_list(),
+            "metric_lines": metric_lines,
+            "seconds": self.seconds(),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`checkpoint`'s ``state``. Inside a task, the method's ``start_task`` runs on
+        the saved model (its snapshots of protected weights are taken from it); the model is loaded a
+        second time afterwards, since ``start_task`` may initialise the task's own parameters."""
+        _check_same_run(state["config"], self.config)
+        self.position = _Position(**state["position"])
+        self.model.load_state_dict(state["model"])
+        if self.position.in_task:
+            self.start_task()
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.matrix = AccuracyMatrix.from_matrix(state["matrix"])
+        self.seconds_before = state["seconds"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def task_data(self) -> tuple[list[int], list[TaskData], int]:
+        tasks = self.method.training_tasks(self.position.task)
+        datas = [self.scenario[t].train for t in tasks]
+        return tasks, datas, max(d.num_batches(self.config.batch_size) for d in datas)
+
+    def start_task(self) -> None:
+        _, _, steps_per_epoch = self.task_data()
+        self.method.start_task(self.position.task, self.optimizer, steps_per_epoch)
+
+
+def _cuda_rng() -> dict:
+    return {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+
+
+def _check_same_run(saved: dict, config: RunConfig) -> None:
+    """A checkpoint of another method, architecture or data cannot continue this run."""
+    ours = json.loads(json.dumps(config.to_dict()))  # tuples as the checkpoint's JSON lists
+    for key in ("method", "arch", "benchmark", "data", "scenario", "tasks", "hidden", "channels", "seed"):
+        if saved.get(key) != ours[key]:
+            raise MaskclError(
+                f"the checkpoint is of another run ({key} {saved.get(key)!r}; this run has {ours[key]!r})"
+            )
+
+
+def _batches(run_: _Run, tasks: list[int], datas: list[TaskData]) -> Iterator[tuple]:
+    """The epoch's batches ``(x, y, task ids or None)``, drawn from the data generator's current state."""
+    config, device = run_.config, run_.device
+    if len(tasks) == 1:
+        batches = datas[0].batches(config.batch_size, True, run_.generator, device)
+        return ((x, y, None) for x, y in batches)
+    return _joint_batches(datas, tasks, config.batch_size, run_.generator, device)
+
+
+def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
+    """Learn ``run_.position.task`` from where the position stands, checkpointing as the folder asks."""
+    config, model, position, folder = run_.config, run_.model, run_.position, run_.folder
+    task = position.task
+    tasks, datas, steps_per_epoch = run_.task_data()
+    if not position.in_task:
+        run_.start_task()
+        position.in_task, position.epoch, position.step = True, 0, 0
+    while position.epoch < config.epochs:
         model.train()
-        total = torch.zeros((), device=device)
-        if len(tasks) == 1:
-            set_task(model, task)
-            stream = ((x, y, None) for x, y in datas[0].batches(config.batch_size, True, generator, device))
-        else:
-            stream = _joint_batches(datas, tasks, config.batch_size, generator, device)
+        if position.step == 0:
+            position.generator = run_.generator.get_state()
+            position.epoch_loss = torch.zeros((), device=run_.device)
+        else:  # resuming inside the epoch: draw its order again, skip the batches done
+            run_.generator.set_state(position.generator)
+        set_task(model, task)
+        stream = itertools.islice(_batches(run_, tasks, datas), position.step, None)
+        label = f"task {task} epoch {position.epoch + 1}"
+        bar = _progress_bar(progress, steps_per_epoch, position.step, label)
         for x, y, ids in stream:
             if ids is not None:
                 set_task(model, ids)
-            loss = F.cross_entropy(model(x), y) + method.penalty()
-            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y) + run_.method.penalty()
+            run_.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        mean_loss = float(total) / steps_per_epoch
-        if not torch.isfinite(total):
+            run_.optimizer.step()
+            position.epoch_loss += loss.detach()
+            position.step += 1
+            if bar is not None:
+                bar.update()
+            if folder is not None and folder.checkpoint_due():
+                _save(run_, interrupted=folder.stop)
+        if bar is not None:
+            bar.close()
+        mean_loss = float(position.epoch_loss) / steps_per_epoch
+        if not torch.isfinite(position.epoch_loss):
             raise MaskclError(
-                f"the loss became {mean_loss} in task {task}, epoch {epoch + 1}: lower --lr or check the data"
+                f"the loss became {mean_loss} in task {task}, epoch {position.epoch + 1}: "
+                "lower --lr or check the data"
             )
-        val = evaluate(model, scenario[task].val, task, device)
-        log(f"task {task} epoch {epoch + 1}/{config.epochs}: loss {mean_loss:.4f}, val acc {val:.4f}")
-    method.end_task(task)
+        val = evaluate(model, run_.scenario[task].val, task, run_.device)
+        epoch = f"{position.epoch + 1}/{config.epochs}"
+        log(f"task {task} epoch {epoch}: loss {mean_loss:.4f}, val acc {val:.4f}")
+        if folder is not None:
+            folder.log_metrics(task, position.epoch + 1, {"train_loss": mean_loss, "val_acc": val})
+        position.epoch, position.step = position.epoch + 1, 0
+    run_.method.end_task(task)
+
+
+def _progress_bar(enabled: bool, total: int, done: int, description: str):
+    """A tqdm bar on the terminal when asked for and tqdm is installed, else None."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, desc=description, leave=False, dynamic_ncols=True)
+
+
+def _save(run_: _Run, interrupted: bool = False) -> None:
+    run_.folder.save_training_state(run_.checkpoint(run_.folder.metric_lines))
+    if interrupted:
+        raise Interrupted(
+            f"stopped; a checkpoint is saved: continue with maskcl run --resume {run_.folder.path}"
+        )
 
 
 def run(
     config: RunConfig,
     log: Callable[[str], None] = print,
     on_task_end: Callable[[nn.Module, int], None] | None = None,
+    folder: RunFolder | None = None,
+    progress: bool = False,
 ) -> dict:
     """Run the continual-learning experiment ``config`` and return its results (see ``maskcl run``).
 
     ``log`` receives one line per epoch and per task; ``on_task_end(model, task)`` is called after each
-    task is learned and evaluated.
+    task is learned and evaluated. With a :class:`~maskcl.runs.RunFolder`, the run creates it (once the
+    data and model are built) and writes its metrics and checkpoints there; with a folder reopened by
+    :meth:`~maskcl.runs.RunFolder.open`, it continues from the folder's last checkpoint, and the results
+    are the same as those of a run never stopped. ``progress`` shows a bar per epoch (needs tqdm).
+
+    The results are deterministic for a config on a machine; timings are kept apart in ``timing``.
     """
     config.validate()
-    device = resolve_device(config.device)
-    scenario = load_scenario(config)
-    torch.manual_seed(config.seed)
-    method_cls = method_class(config.method)
-    model = build_model(config, scenario, gated=method_cls.gated).to(device)
-    options = {name: getattr(config, name) for name in method_cls.options}
-    if "chunks" in options:
-        options["chunks"] = options["chunks"] or None  # 0: unchunked
-    method = method_cls(model, **options)
-    model = method.model
-    optimizer = build_optimizer(config, model)
-    generator = torch.Generator().manual_seed(config.seed)
-    matrix = AccuracyMatrix(scenario.num_tasks)
-    started = time.perf_counter()
-    for task in range(scenario.num_tasks):
-        train_task(model, method, optimizer, scenario, task, config, generator, device, log)
+    run_ = _Run(config, folder)
+    if folder is not None and not folder.resuming:
+        folder.create(config.to_dict())
+    saved = folder.load_training_state() if folder is not None and folder.resuming else None
+    if saved is not None:
+        run_.restore(saved)
+        where = run_.position
+        log(f"resumed at task {where.task}, epoch {where.epoch + 1}, step {where.step}")
+    scenario, model, device = run_.scenario, run_.model, run_.device
+    while run_.position.task < scenario.num_tasks:
+        task = run_.position.task
+        _train_task(run_, log, progress)
         for other in range(scenario.num_tasks):
-            matrix.update(task, other, evaluate(model, scenario[other].test, other, device))
-        log(f"after task {task}: " + " ".join(f"{a:.4f}" for a in matrix.row(task)))
+            run_.matrix.update(task, other, evaluate(model, scenario[other].test, other, device))
+        log(f"after task {task}: " + " ".join(f"{a:.4f}" for a in run_.matrix.row(task)))
         if on_task_end is not None:
             on_task_end(model, task)
-    results = matrix.compute()
+        run_.position = _Position(task=task + 1)
+        if folder is not None:
+            row = {f"test_acc_task_{j}": run_.matrix.row(task)[j] for j in range(task + 1)}
+            folder.log_metrics(task, config.epochs, row)
+            folder.save_task_model(task, model.state_dict())
+            _save(run_, interrupted=folder.stop)
+    results = run_.matrix.compute()
     results.update(
         random_acc=[random_stratified_accuracy(t.test.y.numpy()) for t in scenario.tasks],
         scenario={"name": scenario.name, "classes": [t.classes for t in scenario.tasks]},
-        train_seconds=time.perf_counter() - started,
         device=str(device),
-        threads=torch.get_num_threads(),
-        cpu_count=os.cpu_count(),
         config=config.to_dict(),
     )
     if config.task_inference:
         results["task_inference"] = evaluate_task_inference(model, scenario, device)
-    if method_cls.gated:
+    if method_class(config.method).gated:
         results["capacity"] = [dataclasses.asdict(layer) for layer in capacity(model).layers]
+    results["timing"] = {
+        "train_seconds": run_.seconds(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
     return results

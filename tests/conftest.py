@@ -9,7 +9,7 @@ from maskcl.context import set_task
 from maskcl.data import load_fashion_mnist
 from maskcl.errors import MaskclError
 
-OPTIONAL_EXTRAS = ("timm", "torchvision", "matplotlib")
+OPTIONAL_EXTRAS = ("timm", "torchvision", "matplotlib", "yaml", "tqdm", "tensorboard")
 """Tests of the optional extras skip where the extra is not installed (``pytest.importorskip``)."""
 
 

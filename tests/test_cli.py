@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from maskcl.cli import main
-from maskcl.errors import MaskclError
 
 FAST = ["--epochs", "1", "--hidden", "32,32", "--quiet"]
 LEARN = [
@@ -143,23 +142,27 @@ def test_unwritable_out_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     code, stdout, err = run_cli(["--out", str(blocker / "run"), *FAST], capsys)
-    assert code == 2 and "cannot write there" in err and err.count("\n") == 1
+    assert code == 2 and "cannot create" in err and err.count("\n") == 1
     assert "task 0" not in stdout  # nothing was trained
 
 
-def test_results_that_cannot_be_published_are_rescued_not_lost(tmp_path):
-    from maskcl.cli import _publish, _staging_dir
+def test_results_that_cannot_be_written_are_rescued_not_lost(tmp_path, capsys, monkeypatch):
+    from maskcl.runs import RunFolder
 
+    finish = RunFolder.finish
+
+    def blocked_finish(folder, results):  # something took results.json's place: the rename fails
+        (folder.path / "results.json" / "in-the-way").mkdir(parents=True)
+        finish(folder, results)
+
+    monkeypatch.setattr(RunFolder, "finish", blocked_finish)
     out = tmp_path / "out"
-    staging = _staging_dir(out)
-    out.mkdir()
-    (out / "other.txt").write_text("someone else's file")  # out is no longer empty: the move fails
-    results = {"acc": 0.5, "acc_matrix": [[0.5]]}
-    with pytest.raises(MaskclError, match="saved to") as info:
-        _publish(staging, out, results)
-    rescue = Path(str(info.value).rsplit("saved to ", 1)[1])
-    assert json.loads(rescue.read_text()) == results
-    assert (out / "other.txt").read_text() == "someone else's file"
+    code, _, err = run_cli(["--data", str(write_npz(tmp_path / "d.npz")), "--out", str(out), *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1 and "results.json" in err
+    rescue = Path(err.strip().rsplit("saved to ", 1)[1])
+    results = json.loads(rescue.read_text())
+    assert len(results["acc_matrix"]) == 2 and results["config"]["hidden"] == [32, 32]
+    assert (out / "models" / "task-1.safetensors").exists()  # the finished tasks stay too
     rescue.unlink()
 
 

@@ -9,6 +9,7 @@ and forgetting a task on purpose, which returns the units only it used to the fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from maskcl.context import check_task_id, task_state
 from maskcl.errors import MaskclError
 from maskcl.hat.gate import TaskGate
+from maskcl.plotting import pyplot
 
 
 @dataclass
@@ -54,15 +56,10 @@ class CapacitySummary:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [head, *rows]]
         return "\n".join(lines)
 
-    def plot(self, path: str) -> None:
-        """Save a bar chart of the used fraction per layer and task, with the free fraction, to ``path``."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as err:
-            raise MaskclError("plotting needs matplotlib: pip install 'maskcl[plot]'") from err
+    def plot(self, path: str | BinaryIO) -> None:
+        """Save a bar chart of the used fraction per layer and task, with the free fraction, to ``path``
+        (a file name or a binary file)."""
+        plt = pyplot()
         names = [layer.name for layer in self.layers]
         series = {f"task {t}": [layer.used[t] for layer in self.layers] for t in self.tasks}
         series["free"] = [layer.free for layer in self.layers]

@@ -212,6 +212,15 @@ class HAT:
             self.model.register_forward_pre_hook(lambda *_: self._compute_gates()),
         ]
 
+    def state_dict(self) -> dict:
+        """The training position inside the task's epoch, on which the gate scale depends."""
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a task (after :meth:`start_task`) from :meth:`state_dict`."""
+        self.step = state["step"]
+        self._set_scale()
+
     def regularizer(self) -> torch.Tensor:
         """HAT's attention regulariser (Serrà et al., ICML 2018) on the last training forward pass's gates.
 

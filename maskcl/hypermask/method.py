@@ -146,6 +146,7 @@ class HyperMask:
         self.sparsity_ramp = sparsity_ramp
         self.task: int | None = None
         self._hook = None
+        self._steps = 0  # optimizer steps of the sparsity ramp
 
     def start_task(self, task: int, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Begin ``task``: snapshot the hypernetwork's scores of learned tasks and the target's weights.
@@ -187,6 +188,25 @@ class HyperMask:
             moved = [((p - w).abs() * m).sum() for (_, p), w, m in zip(self.net.masked, self._weights, masks)]
             total = total + self.lam * torch.stack(moved).sum()
         return total
+
+    def state_dict(self) -> dict:
+        """The task's snapshots (taken by :meth:`start_task`) and the sparsity ramp's progress."""
+        return {
+            "embeddings": self._embeddings,
+            "anchors": self._anchors,
+            "weights": self._weights,
+            "ramp_steps": self._steps,
+            "current_sparsity": self.net.current_sparsity,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a task (after :meth:`start_task`) from :meth:`state_dict`."""
+        device = self._embeddings.device
+        self._embeddings = state["embeddings"].to(device)
+        self._anchors = None if state["anchors"] is None else state["anchors"].to(device)
+        self._weights = [w.to(device) for w in state["weights"]]
+        self._steps = state["ramp_steps"]
+        self.net.current_sparsity = state["current_sparsity"]
 
     def end_task(self) -> None:
         """Finish the task: cache its mask and mark it learned."""

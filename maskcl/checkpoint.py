@@ -1,0 +1,147 @@
+"""Checkpoint files that are safe to load from strangers and never half-written.
+
+A checkpoint is one safetensors file: every tensor of a nested state (model, optimizer, method, random
+generators) stored as a named tensor, and the rest of the state (numbers, strings, the nesting itself)
+as JSON in the file's metadata. Loading parses a JSON header and raw tensor bytes: nothing in the file
+is executed (no pickle).
+
+Writes are atomic: the bytes go to a temporary file in the same folder, are flushed to the disk
+(``fsync``), and the temporary file is renamed over the target; a crash or a full disk at any moment
+leaves either the previous file or the new one, both loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from maskcl.errors import MaskclError
+
+FORMAT = "maskcl-checkpoint"
+FORMAT_VERSION = 1
+"""Version of the checkpoint and run-folder format; a newer one is refused with a one-line error."""
+
+_TENSOR, _DICT = "__tensor__", "__dict__"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync of the folder.
+
+    On any failure (disk full, no permission) the temporary file is removed, ``path`` keeps its previous
+    content, and a :class:`MaskclError` names the file and the reason.
+    """
+    path = Path(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise MaskclError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp's file is private; give it the usual mode
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        Path(temporary).unlink(missing_ok=True)
+        raise MaskclError(f"cannot write {path}: {err.strerror or err}") from None
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """``value`` as indented JSON, written atomically."""
+    write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """The JSON skeleton of ``value``; its tensors go into ``tensors`` under their path."""
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value.detach().to("cpu", copy=True).contiguous()
+        return {_TENSOR: prefix}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and _TENSOR not in value and _DICT not in value:
+            return {k: _flatten(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
+        return {_DICT: [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} at {prefix} in a checkpoint")
+
+
+def _unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if _TENSOR in skeleton:
+            return tensors[skeleton[_TENSOR]]
+        if _DICT in skeleton:
+            return {k: _unflatten(v, tensors) for k, v in skeleton[_DICT]}
+        return {k: _unflatten(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [_unflatten(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], kind: str) -> None:
+    """Save a nested ``state`` (dicts, lists, tensors, JSON scalars) atomically as one safetensors file.
+
+    ``kind`` says what it holds (``training``: everything needed to resume; ``model``: a finished task's
+    model), checked again by :func:`load_checkpoint`.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, "state", tensors)
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "state": skeleton}
+    write_atomic(path, save_safetensors(tensors, metadata={"maskcl": json.dumps(header)}))
+
+
+def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
+    """The state saved by :func:`save_checkpoint`; a one-line error naming the file for anything that is
+    not a readable maskcl checkpoint of ``kind`` in a format version this maskcl reads."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise MaskclError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    try:
+        tensors = load_safetensors(data)
+        raw = _read_metadata(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MaskclError(f"{path} is not a readable checkpoint (corrupted or truncated: {reason})") from None
+    try:
+        header = json.loads(raw["maskcl"])
+        if header["format"] != FORMAT:
+            raise KeyError("format")
+    except (KeyError, TypeError, ValueError):
+        raise MaskclError(f"{path} is a safetensors file but not a maskcl checkpoint") from None
+    if header.get("version", 0) > FORMAT_VERSION:
+        raise MaskclError(
+            f"{path} was written by a newer maskcl (format {header['version']}; this one reads "
+            f"{FORMAT_VERSION}): upgrade maskcl"
+        )
+    if header.get("kind") != kind:
+        raise MaskclError(f"{path} holds a {header.get('kind')!r} checkpoint, expected {kind!r}")
+    try:
+        return _unflatten(header["state"], tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise MaskclError(f"{path} is a damaged maskcl checkpoint (missing {err})") from None
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's JSON header."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size].decode())
+    return header.get("__metadata__") or {}

@@ -1,0 +1,283 @@
+"""A finished run folder as PNG plots and one self-contained HTML page (needs matplotlib: maskcl[plot]).
+
+    write_report("runs/split-fmnist-hat-20250101-120000")  # -> .../report.html, plots in .../report/
+
+A run folder holds ``results.json`` (``maskcl run --out DIR``); a multi-seed folder holds ``summary.json``
+and one such run folder per seed, and its plots show the accuracy matrix averaged over the seeds. The page
+embeds its images as data URIs: no other file, no script, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from maskcl import plotting
+from maskcl.checkpoint import write_atomic
+from maskcl.errors import MaskclError
+from maskcl.hat.capacity import CapacitySummary, LayerCapacity
+from maskcl.runs import read_json
+
+METRICS = ("acc", "bwt", "forgetting")
+METRIC_NAMES = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting"}
+INFERENCE_NAMES = {"task_accuracy": "task inferred", "class_incremental_acc": "class-incremental ACC"}
+PLOT_CAPTIONS = {
+    "accuracy_matrix": "Accuracy matrix: test accuracy (%) on task j after learning tasks 0..i.",
+    "task_accuracy": "Each task's test accuracy from when it is learned to the end of the run.",
+    "capacity": "Capacity: fraction of each gated layer's units used by each task, and still free.",
+}
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+table.config { font-size: 0.85em; }
+figure { margin: 1em 0 2em; }
+img { max-width: 100%; }
+"""
+
+
+@dataclass
+class _Run:
+    """One run's ``results.json``, checked: ``matrix`` is ``R`` as floats with NaN where not recorded."""
+
+    name: str
+    path: Path
+    results: dict[str, Any]
+    matrix: np.ndarray
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write the plots into ``run_dir/report/`` and the page ``run_dir/report.html``; return the page's path.
+
+    Plots: ``accuracy_matrix.png`` (R as a heatmap), ``task_accuracy.png`` (each task's accuracy as tasks
+    are learned) and, for runs that store it (HAT), ``capacity.png`` (units used per layer and task).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MaskclError(f"{run_dir}: no such run folder")
+    pyplot = plotting.pyplot()
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = _read_summary(summary_path)
+        runs = [_read_run(run_dir / name / "results.json", name) for name in summary["runs"]]
+        matrix = _mean_matrix(runs, summary_path)
+    elif (run_dir / "results.json").exists():
+        summary = None
+        runs = [_read_run(run_dir / "results.json", run_dir.name)]
+        matrix = runs[0].matrix
+    else:
+        raise MaskclError(f"{run_dir}: no results.json or summary.json; not a maskcl run folder")
+    matrix_title = f"accuracy matrix, mean over {len(runs)} seeds" if summary else "accuracy matrix"
+    plots = {
+        "accuracy_matrix": lambda path: _plot_accuracy_matrix(pyplot, matrix, matrix_title, path),
+        "task_accuracy": lambda path: _plot_task_accuracy(pyplot, matrix, path),
+    }
+    capacity = _capacity_summary(runs[0])
+    if capacity is not None:
+        plots["capacity"] = capacity.plot
+    plot_dir = run_dir / "report"
+    try:
+        plot_dir.mkdir(exist_ok=True)
+    except OSError as err:
+        raise MaskclError(f"{plot_dir}: cannot create the folder ({err.strerror or err})") from None
+    images = {name: _write_png(plot_dir / f"{name}.png", draw) for name, draw in plots.items()}
+    page = run_dir / "report.html"
+    write_atomic(page, _html_page(run_dir, runs, summary, images).encode())
+    return page
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    summary = read_json(path)
+    runs = summary.get("runs")
+    if not isinstance(runs, list) or not runs or not all(isinstance(name, str) for name in runs):
+        raise MaskclError(f"{path}: 'runs' must be a non-empty list of run folder names")
+    for metric in METRICS:
+        stats = summary.get(metric)
+        if not (isinstance(stats, dict) and _is_number(stats.get("mean")) and _is_number(stats.get("std"))):
+            raise MaskclError(f"{path}: {metric!r} must be {{'mean': number, 'std': number}}")
+    return summary
+
+
+def _read_run(path: Path, name: str) -> _Run:
+    results = read_json(path)
+    if "acc_matrix" not in results:
+        raise MaskclError(f"{path}: no acc_matrix")
+    try:
+        matrix = np.array(results["acc_matrix"], dtype=np.float64)  # None becomes NaN
+    except (TypeError, ValueError):
+        raise MaskclError(f"{path}: acc_matrix must be a T x T list of numbers or null") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
+        raise MaskclError(f"{path}: acc_matrix must be square T x T with T >= 1, got shape {matrix.shape}")
+    for metric in METRICS:
+        if not _is_number(results.get(metric)):
+            raise MaskclError(f"{path}: {metric!r} must be a number")
+    if not isinstance(results.get("config", {}), dict):
+        raise MaskclError(f"{path}: 'config' must be a JSON object")
+    return _Run(name, path, results, matrix)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _mean_matrix(runs: list[_Run], summary_path: Path) -> np.ndarray:
+    """The entrywise mean over the runs' accuracy matrices, ignoring entries a run did not record."""
+    shapes = {run.matrix.shape for run in runs}
+    if len(shapes) > 1:
+        raise MaskclError(f"{summary_path}: its runs' acc_matrix shapes differ: {sorted(shapes)}")
+    stacked = np.stack([run.matrix for run in runs])
+    recorded = (~np.isnan(stacked)).sum(axis=0)
+    total = np.nansum(stacked, axis=0)
+    return np.where(recorded > 0, total / np.maximum(recorded, 1), np.nan)
+
+
+def _capacity_summary(run: _Run) -> CapacitySummary | None:
+    """The run's stored capacity as a :class:`CapacitySummary` (task keys back to ints), or None."""
+    layers = run.results.get("capacity")
+    if not layers:
+        return None
+    try:
+        rebuilt = [
+            LayerCapacity(
+                name=str(layer["name"]),
+                units=int(layer["units"]),
+                used={int(task): float(fraction) for task, fraction in layer["used"].items()},
+                free=float(layer["free"]),
+                shared=float(layer["shared"]),
+            )
+            for layer in layers
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise MaskclError(f"{run.path}: 'capacity' is not a list of per-layer capacities ({err!r})") from None
+    tasks = sorted(rebuilt[0].used)
+    if any(sorted(layer.used) != tasks for layer in rebuilt):
+        raise MaskclError(f"{run.path}: 'capacity' layers list different tasks")
+    return CapacitySummary(tasks, rebuilt)
+
+
+def _write_png(target: Path, draw: Callable[[BinaryIO], None]) -> bytes:
+    """Let ``draw(file)`` save a figure into memory, write it atomically as ``target``, return its bytes."""
+    buffer = io.BytesIO()
+    draw(buffer)
+    write_atomic(target, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _plot_accuracy_matrix(pyplot: Any, matrix: np.ndarray, title: str, path: str) -> None:
+    tasks = len(matrix)
+    size = min(2.5 + 0.6 * tasks, 14.0)
+    fig, ax = pyplot.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(np.ma.masked_invalid(100 * matrix), cmap="viridis", vmin=0, vmax=100)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    if tasks <= 20:
+        for (i, j), value in np.ndenumerate(matrix):
+            if not np.isnan(value):
+                color = "black" if value > 0.6 else "white"
+                ax.text(j, i, f"{100 * value:.1f}%", ha="center", va="center", color=color, fontsize=8)
+    ax.set_xticks(range(tasks))
+    ax.set_yticks(range(tasks))
+    ax.set_xlabel("evaluated on task j")
+    ax.set_ylabel("learned up to task i")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    pyplot.close(fig)
+
+
+def _plot_task_accuracy(pyplot: Any, matrix: np.ndarray, path: str) -> None:
+    tasks = len(matrix)
+    fig, ax = pyplot.subplots(figsize=(7, 4.5))
+    colors = pyplot.get_cmap("tab10" if tasks <= 10 else "tab20")
+    for j in range(tasks):
+        learned = np.arange(j, tasks)
+        ax.plot(learned + 1, 100 * matrix[learned, j], marker="o", color=colors(j % 20), label=f"task {j}")
+    ax.set_xticks(range(1, tasks + 1))
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=max(1, tasks // 10), loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    pyplot.close(fig)
+
+
+def _html_page(
+    run_dir: Path, runs: list[_Run], summary: dict[str, Any] | None, images: dict[str, bytes]
+) -> str:
+    config = dict(runs[0].results.get("config", {}))
+    if summary is not None and "seeds" in summary:
+        config["seed"] = ", ".join(str(seed) for seed in summary["seeds"])
+    method = (summary or {}).get("method", config.get("method", "?"))
+    title = f"maskcl report: {method} on {config.get('benchmark', '?')} ({run_dir.resolve().name})"
+    config_rows = "".join(
+        f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_config_value(value))}</td></tr>"
+        for key, value in config.items()
+    )
+    figures = "".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" '
+        f'alt="{name}"><figcaption>{html.escape(PLOT_CAPTIONS[name])}</figcaption></figure>\n'
+        for name, png in images.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<h2>Summary</h2>
+{_summary_table(runs, summary)}
+<h2>Configuration</h2>
+<table class="config">{config_rows}</table>
+<h2>Plots</h2>
+{figures}</body>
+</html>
+"""
+
+
+def _config_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _summary_table(runs: list[_Run], summary: dict[str, Any] | None) -> str:
+    """ACC, BWT and forgetting (and task inference where stored): one row per run, mean ± std first."""
+    inference = [
+        key for key in INFERENCE_NAMES if all(key in run.results.get("task_inference", {}) for run in runs)
+    ]
+    head = ["run", *(METRIC_NAMES[m] for m in METRICS), *(INFERENCE_NAMES[k] for k in inference)]
+    rows = []
+    if summary is not None:
+        stats = [f"{_format_metric(m, summary[m]['mean'])} ± {summary[m]['std']:.4f}" for m in METRICS]
+        means = [f"{np.mean([run.results['task_inference'][k] for run in runs]):.4f}" for k in inference]
+        rows.append([f"mean ± std ({len(runs)} seeds)", *stats, *means])
+    for run in runs:
+        metrics = [_format_metric(m, run.results[m]) for m in METRICS]
+        rows.append([run.name, *metrics, *(f"{run.results['task_inference'][k]:.4f}" for k in inference)])
+    header = "".join(f"<th>{html.escape(cell)}</th>" for cell in head)
+    body = "".join(
+        "<tr><th>"
+        + html.escape(row[0])
+        + "</th>"
+        + "".join(f'<td class="number">{html.escape(cell)}</td>' for cell in row[1:])
+        + "</tr>"
+        for row in rows
+    )
+    return f'<table class="summary"><tr>{header}</tr>{body}</table>'
+
+
+def _format_metric(metric: str, value: float) -> str:
+    """As ``maskcl run`` prints it: four decimals, BWT with its sign."""
+    return f"{value:+.4f}" if metric == "bwt" else f"{value:.4f}"

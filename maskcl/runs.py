@@ -1,0 +1,240 @@
+"""Run folders: what ``maskcl run`` writes, resumes from, and ``maskcl eval`` / ``maskcl report`` read.
+
+One run (one seed) writes into its folder::
+
+    config.json                  the fully resolved config (a valid ``--config`` file)
+    run.json                     format version, maskcl/torch versions, state, timing
+    checkpoint.safetensors       the latest training state (model, optimizer, method, RNG, position)
+    models/task-K.safetensors    the model after task K (what ``maskcl eval --after-task K`` loads)
+    metrics.csv                  one row per epoch (train loss, val acc) and per task end (test accs)
+    tensorboard/                 the same scalars as TensorBoard events, when tensorboard is installed
+    results.json                 the final results: the same bytes for the same config on a machine
+
+A multi-seed run writes ``seed-N/`` folders like that and ``summary.json`` (mean and std per metric).
+Checkpoints are :mod:`maskcl.checkpoint` files: safetensors plus JSON, written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskcl.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, write_atomic, write_json
+from maskcl.errors import MaskclError
+
+CHECKPOINT = "checkpoint.safetensors"
+SWEEP = "sweep.json"
+"""A multi-seed folder's record of its seeds and base config (``--resume`` reads it)."""
+METRICS = ("acc", "bwt", "forgetting")
+DEFAULT_CHECKPOINT_INTERVAL = 300.0
+"""Seconds between two checkpoints inside a task (one is always written at each task's end)."""
+METRIC_COLUMNS = ("task", "epoch", "name", "value")
+
+
+class RunFolder:
+    """The folder of one run: its config, checkpoints, metrics and results (see the module docstring).
+
+    ``checkpoint_interval``: seconds between checkpoints inside a task (0: after every step).
+    Setting ``stop`` (e.g. from a SIGINT handler) makes the run save a checkpoint at its next step and
+    stop with :class:`maskcl.train.Interrupted`.
+    """
+
+    def __init__(self, path: str | Path, checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL) -> None:
+        if checkpoint_interval < 0:
+            raise MaskclError(f"checkpoint_interval must be >= 0 seconds, got {checkpoint_interval}")
+        self.path = Path(path)
+        self.checkpoint_interval = checkpoint_interval
+        self.stop = False
+        self.resuming = False  # set by open(): the run continues from the folder's checkpoint
+        self.metric_lines = 0
+        self._last_save = time.monotonic()
+        self._writer: Any = None
+
+    # ------------------------------------------------------------------------------------ create / open
+    def check_new(self) -> None:
+        """A new run may start here: the folder is new or empty."""
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise MaskclError(f"{self.path} already exists and is not an empty folder; choose another")
+
+    def create(self, config: dict) -> None:
+        """Start a new run here: the folder must be new or empty."""
+        self.check_new()
+        try:
+            (self.path / "models").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise MaskclError(f"cannot create {self.path}: {err.strerror or err}") from None
+        write_json(self.path / "config.json", config)
+        self.write_run_info(state="running")
+        self._open_metrics(0)
+
+    def open(self) -> dict:
+        """Reopen an existing run to resume it; returns its config (as saved in ``config.json``)."""
+        info = read_json(self.path / "run.json")
+        version = info.get("format_version")
+        if not isinstance(version, int):
+            raise MaskclError(f"{self.path / 'run.json'} has no format_version: not a maskcl run folder")
+        if version > FORMAT_VERSION:
+            raise MaskclError(
+                f"{self.path} was written by a newer maskcl (run format {version}; this one reads "
+                f"{FORMAT_VERSION}): upgrade maskcl"
+            )
+        self.resuming = True
+        return read_json(self.path / "config.json")
+
+    def write_run_info(self, state: str, timing: dict | None = None) -> None:
+        import maskcl
+
+        info = {
+            "format_version": FORMAT_VERSION,
+            "state": state,
+            "maskcl": maskcl.__version__,
+            "torch": torch.__version__,
+            "timing": timing,
+        }
+        write_json(self.path / "run.json", info)
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def checkpoint_due(self) -> bool:
+        return self.stop or time.monotonic() - self._last_save >= self.checkpoint_interval
+
+    def save_training_state(self, state: dict) -> None:
+        save_checkpoint(self.path / CHECKPOINT, state, kind="training")
+        self._last_save = time.monotonic()
+
+    def load_training_state(self) -> dict | None:
+        """The latest training state, or None if the run stopped before its first checkpoint. The metrics
+        written after that checkpoint are dropped: the resumed run writes them again."""
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            self._open_metrics(0)
+            return None
+        state = load_checkpoint(path, kind="training")
+        self._open_metrics(state["metric_lines"])
+        task, epoch = state["position"]["task"], state["position"]["epoch"]
+        self._open_tensorboard(purge_step=_global_step(task, epoch))
+        return state
+
+    def save_task_model(self, task: int, model_state: dict) -> None:
+        path = self.path / "models" / f"task-{task}.safetensors"
+        save_checkpoint(path, {"model": model_state}, kind="model")
+
+    # ------------------------------------------------------------------------------------------ metrics
+    def _open_metrics(self, lines: int) -> None:
+        """Keep the first ``lines`` metric rows (all rows up to the checkpoint) and append from there."""
+        path = self.path / "metrics.csv"
+        rows = path.read_text().splitlines(keepends=True)[1 : lines + 1] if path.exists() else []
+        header = ",".join(METRIC_COLUMNS) + "\n"
+        write_atomic(path, (header + "".join(rows)).encode())
+        self.metric_lines = len(rows)
+        if self._writer is None:
+            self._open_tensorboard(purge_step=None)
+
+    def _open_tensorboard(self, purge_step: int | None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+
+    def log_metrics(self, task: int, epoch: int, values: dict[str, float]) -> None:
+        """Append ``values`` of ``task`` after ``epoch`` (1-based) to metrics.csv and TensorBoard."""
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        for name, value in values.items():
+            writer.writerow((task, epoch, name, repr(float(value))))
+        with open(self.path / "metrics.csv", "a") as file:
+            file.write(text.getvalue())
+        self.metric_lines += len(values)
+        if self._writer is not None:
+            step = _global_step(task, epoch)
+            for name, value in values.items():
+                self._writer.add_scalar(f"task_{task}/{name}", value, step)
+            self._writer.flush()
+
+    def finish(self, results: dict) -> None:
+        """Write ``results.json`` (without the timings, kept in run.json) and mark the run finished."""
+        timing = results.get("timing")
+        write_json(self.path / "results.json", {k: v for k, v in results.items() if k != "timing"})
+        self.write_run_info(state="finished", timing=timing)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _global_step(task: int, epoch: int) -> int:
+    """TensorBoard's step for ``epoch`` of ``task``: tasks are 1000 epochs apart, so curves line up."""
+    return task * 1000 + epoch
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or a one-line error naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except OSError as err:
+        raise MaskclError(f"cannot read {path}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise MaskclError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise MaskclError(f"{path} does not hold a JSON object")
+    return value
+
+
+def summarize(results: list[dict]) -> dict:
+    """Mean and standard deviation (sample, n - 1; 0 for one run) of ACC, BWT and forgetting over runs.
+
+    ``mean = (1/n) sum_i x_i``, ``std = sqrt(sum_i (x_i - mean)^2 / (n - 1))``.
+    """
+    summary: dict[str, Any] = {}
+    for key in METRICS:
+        values = [r[key] for r in results]
+        mean = sum(values) / len(values)
+        spread = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        summary[key] = {"mean": mean, "std": math.sqrt(spread), "values": values}
+    return summary
+
+
+def load_run(path: str | Path, after_task: int | None = None, device: str = "cpu") -> nn.Module:
+    """The model of a run folder, in evaluation mode: after its last finished task, or ``after_task``.
+
+    Select the task with :func:`maskcl.set_task` and call it, as ``maskcl eval DIR`` does.
+    """
+    from maskcl.train import build_method, load_scenario, resolve_device
+
+    path = Path(path)
+    config = read_run_config(path)
+    if after_task is None:
+        finished = sorted((path / "models").glob("task-*.safetensors"), key=lambda p: int(p.stem[5:]))
+        if not finished:
+            raise MaskclError(f"{path} has no finished task yet (no models/task-K.safetensors)")
+        file = finished[-1]
+    else:
+        file = path / "models" / f"task-{after_task}.safetensors"
+        if not file.exists():
+            raise MaskclError(f"{path} has no model after task {after_task} ({file.name} is missing)")
+    state = load_checkpoint(file, kind="model")["model"]
+    model = build_method(config, load_scenario(config), resolve_device(device)).model
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 else lines[0]
+        raise MaskclError(f"{file} does not fit this run's {config.arch} model: {reason}") from None
+    return model.eval()
+
+
+def read_run_config(path: str | Path):
+    """The validated :class:`~maskcl.train.RunConfig` of the run folder ``path``."""
+    from maskcl.config import config_from_dict
+
+    path = Path(path)
+    return config_from_dict(RunFolder(path).open(), source=str(path / "config.json"))
