@@ -70,8 +70,11 @@ def write_json(path: str | Path, value: Any) -> None:
 def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """The JSON skeleton of ``value``; its tensors go into ``tensors`` under their path."""
     if isinstance(value, torch.Tensor):
-        tensors[prefix] = value.detach().to("cpu", copy=True).contiguous()
-        return {_TENSOR: prefix}
+        name = prefix
+        while name in tensors:  # paths can coincide ({1: a, "1": b}); names must not
+            name = f"{prefix}#{len(tensors)}"
+        tensors[name] = value.detach().to("cpu", copy=True).contiguous()
+        return {_TENSOR: name}
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value) and _TENSOR not in value and _DICT not in value:
             return {k: _flatten(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
@@ -127,7 +130,10 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
             raise KeyError("format")
     except (KeyError, TypeError, ValueError):
         raise MaskclError(f"{path} is a safetensors file but not a maskcl checkpoint") from None
-    if header.get("version", 0) > FORMAT_VERSION:
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MaskclError(f"{path} is a damaged maskcl checkpoint (version {version!r})")
+    if version > FORMAT_VERSION:
         raise MaskclError(
             f"{path} was written by a newer maskcl (format {header['version']}; this one reads "
             f"{FORMAT_VERSION}): upgrade maskcl"

@@ -161,18 +161,25 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
     for key in RUN_OPTIONS:
         if key in file_values:
             try:
-                options[key] = check_value(key, file_values.pop(key), RUN_OPTIONS[key])
+                options[key] = _run_option(key, check_value(key, file_values.pop(key), RUN_OPTIONS[key]))
             except MaskclError as err:
                 raise MaskclError(f"{args.config}: {err}") from None
         if key in given:
-            options[key] = given[key]
+            options[key] = _run_option(key, given[key])
     config = config_from_dict(file_values, source=args.config) if file_values else RunConfig()
     flags = {k: v for k, v in given.items() if k in FIELD_TYPES}
     config = dataclasses.replace(config, **flags)
     config.validate()
-    if options["checkpoint_interval"] < 0:
-        raise MaskclError(f"--checkpoint-interval must be >= 0 seconds, got {options['checkpoint_interval']}")
     return config, options
+
+
+def _run_option(key: str, value):
+    """``value`` of a run option, checked."""
+    if key == "checkpoint_interval" and value < 0:
+        raise MaskclError(f"--checkpoint-interval must be >= 0 seconds, got {value}")
+    if key == "seeds" and value is not None and not value:
+        raise MaskclError("--seeds must list at least one seed")
+    return value
 
 
 def _default_out(config: RunConfig) -> Path:
@@ -324,9 +331,7 @@ def command_run(args: argparse.Namespace) -> None:
                 + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)
             )
         except Interrupted:
-            raise Interrupted(
-                f"stopped; a checkpoint is saved: continue with maskcl run --resume {out}"
-            ) from None
+            raise Interrupted(f"stopped; checkpoint saved: continue with maskcl run --resume {out}") from None
 
 
 def _create_sweep(out: Path, config: RunConfig, seeds: tuple[int, ...]) -> None:

@@ -74,7 +74,8 @@ def check_value(key: str, value: Any, kind: Any) -> Any:
                 return tuple(int(v) if isinstance(v, str) else check_value(key, v, int) for v in items)
             except (MaskclError, ValueError):
                 pass
-    name = "a list of integers" if typing.get_origin(kind) is tuple else f"a {kind.__name__}"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    name = "a list of integers" if typing.get_origin(kind) is tuple else names[kind]
     raise MaskclError(f"{key} must be {name}, got {value!r}")
 
 

@@ -8,3 +8,11 @@ problem; the command line prints that line and exits non-zero instead of showing
 
 class MaskclError(ValueError):
     """Bad input or a failed run, described in one line."""
+
+
+def one_line(error: BaseException) -> str:
+    """The informative line of an exception's message (torch's load_state_dict puts it second)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        return lines[1]
+    return lines[0] if lines else type(error).__name__

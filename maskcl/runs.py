@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from maskcl.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, write_atomic, write_json
-from maskcl.errors import MaskclError
+from maskcl.errors import MaskclError, one_line
 
 CHECKPOINT = "checkpoint.safetensors"
 SWEEP = "sweep.json"
@@ -37,6 +37,18 @@ METRICS = ("acc", "bwt", "forgetting")
 DEFAULT_CHECKPOINT_INTERVAL = 300.0
 """Seconds between two checkpoints inside a task (one is always written at each task's end)."""
 METRIC_COLUMNS = ("task", "epoch", "name", "value")
+TRAINING_STATE = (
+    "config",
+    "position",
+    "model",
+    "optimizer",
+    "method",
+    "rng",
+    "matrix",
+    "metric_lines",
+    "seconds",
+)
+"""What a training checkpoint holds (:meth:`maskcl.train._Run.checkpoint`)."""
 
 
 class RunFolder:
@@ -117,6 +129,9 @@ class RunFolder:
             self._open_metrics(0)
             return None
         state = load_checkpoint(path, kind="training")
+        missing = [key for key in TRAINING_STATE if key not in state]
+        if missing:
+            raise MaskclError(f"{path} is a damaged training checkpoint (no {missing[0]!r})")
         self._open_metrics(state["metric_lines"])
         task, epoch = state["position"]["task"], state["position"]["epoch"]
         self._open_tensorboard(purge_step=_global_step(task, epoch))
@@ -226,9 +241,7 @@ def load_run(path: str | Path, after_task: int | None = None, device: str = "cpu
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        reason = lines[1] if len(lines) > 1 else lines[0]
-        raise MaskclError(f"{file} does not fit this run's {config.arch} model: {reason}") from None
+        raise MaskclError(f"{file} does not fit this run's {config.arch} model: {one_line(err)}") from None
     return model.eval()
 
 

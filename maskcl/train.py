@@ -27,7 +27,7 @@ from maskcl.data import (
     split_cifar100,
     split_fashion_mnist,
 )
-from maskcl.errors import MaskclError
+from maskcl.errors import MaskclError, one_line
 from maskcl.hat.capacity import capacity
 from maskcl.hat.convert import convert
 from maskcl.hat.method import MASK_INITS
@@ -36,7 +36,7 @@ from maskcl.inference import infer_task
 from maskcl.methods import Method, method_class
 from maskcl.metrics import AccuracyMatrix, random_stratified_accuracy
 from maskcl.models import create_model, list_models
-from maskcl.runs import RunFolder
+from maskcl.runs import CHECKPOINT, RunFolder
 
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-fmnist": (split_fashion_mnist, 5),
@@ -421,15 +421,13 @@ def _progress_bar(enabled: bool, total: int, done: int, description: str):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=done, desc=description, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=done, desc=description, leave=False)
 
 
 def _save(run_: _Run, interrupted: bool = False) -> None:
     run_.folder.save_training_state(run_.checkpoint(run_.folder.metric_lines))
     if interrupted:
-        raise Interrupted(
-            f"stopped; a checkpoint is saved: continue with maskcl run --resume {run_.folder.path}"
-        )
+        raise Interrupted(f"stopped; checkpoint saved: continue with maskcl run --resume {run_.folder.path}")
 
 
 def run(
@@ -455,7 +453,11 @@ def run(
         folder.create(config.to_dict())
     saved = folder.load_training_state() if folder is not None and folder.resuming else None
     if saved is not None:
-        run_.restore(saved)
+        try:
+            run_.restore(saved)
+        except (MaskclError, RuntimeError, KeyError, TypeError, ValueError) as err:
+            path = folder.path / CHECKPOINT
+            raise MaskclError(f"{path}: cannot continue this run from it: {one_line(err)}") from None
         where = run_.position
         log(f"resumed at task {where.task}, epoch {where.epoch + 1}, step {where.step}")
     scenario, model, device = run_.scenario, run_.model, run_.device

@@ -226,7 +226,7 @@ def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, c
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["method"] == "hypermask" and results["config"]["sparsity"] == 30
-    assert min(results["acc_matrix"][1]) > 0.9
+    assert min(results["acc_matrix"][1]) >= 0.85  # 40 test samples a task; chance is 0.5
 
 
 @pytest.mark.parametrize("method", ["hat", "hypermask"])

@@ -124,7 +124,8 @@ class HyperMask:
     ``regularizer() = beta * mean_{t' < t} ||H(e_t') - H*(e_t')||^2 + lambda * sum |W - W*|``: the change of
     the hypernetwork's scores for earlier tasks' embeddings against a snapshot ``H*`` taken when task ``t``
     started, and the L1 change of the target's masked weights since then (weighted by task ``t``'s mask
-    with ``l1_masked``). Defaults are the method's published ones (beta 0.01, lambda 0.001).
+    with ``l1_masked``). Both keep earlier tasks, so both are 0 while the first task trains. Defaults are
+    the method's published ones (beta 0.01, lambda 0.001).
     ``sparsity_ramp``: over the first task's first that many optimizer steps, the sparsity rises linearly
     from 0 to the net's (0: no ramp), as the method's code optionally does.
     """
@@ -183,7 +184,7 @@ class HyperMask:
         if self._anchors is not None and self.beta > 0:
             change = hyper.scores(self._embeddings) - self._anchors
             total = total + self.beta * change.pow(2).sum(1).mean()
-        if self.lam > 0:
+        if self.lam > 0 and len(self._previous):  # no previous task: nothing to keep
             masks = self.net.current_masks(self.task) if self.l1_masked else [1.0] * len(self._weights)
             moved = [((p - w).abs() * m).sum() for (_, p), w, m in zip(self.net.masked, self._weights, masks)]
             total = total + self.lam * torch.stack(moved).sum()

@@ -1,0 +1,409 @@
+"""Config files for `maskcl run --config`, and the one-line errors of bad configs, resumes and evals."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from test_cli import write_npz
+
+from maskcl.cli import main
+from maskcl.runs import RunFolder
+
+yaml = pytest.importorskip("yaml")
+
+FAST = ["--epochs", "1", "--hidden", "16,16", "--quiet"]
+
+
+def cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert err.startswith("maskcl: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert str(fragment) in err, f"{fragment!r} not in {err!r}"
+
+
+def dirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_npz(tmp_path / "data.npz")
+
+
+# ----------------------------------------------------------------------------------- good config files
+def test_yaml_config_sets_the_run_and_flags_win(tmp_path, data, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"""# a YAML config
+data: {data}
+tasks: 2
+epochs: 2          # the command line's --epochs 1 wins
+hidden: [16, 12]
+lr: 1e-3           # YAML 1.1 reads this as the string '1e-3'
+optimizer: adam
+method: hat
+task_inference: true
+batch-size: 16
+s_max: 200
+dropout: 0
+out: {tmp_path / "from-file"}
+"""
+    )
+    assert yaml.safe_load(config.read_text())["lr"] == "1e-3"  # the string case is really exercised
+    out = tmp_path / "from-flag"
+    code, stdout, err = cli(["run", "--config", str(config), "--epochs", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["hidden"] == [16, 12] and saved["batch_size"] == 16
+    assert saved["lr"] == 0.001 and isinstance(saved["lr"], float)
+    assert saved["optimizer"] == "adam" and saved["method"] == "hat" and saved["task_inference"] is True
+    assert saved["s_max"] == 200.0 and saved["dropout"] == 0.0 and saved["data"] == str(data)
+    assert saved["tasks"] == 2
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"] == saved and "task_inference" in results
+    # the flag's value is what ran, not only what was written: one epoch per task in metrics.csv
+    rows = (out / "metrics.csv").read_text().splitlines()[1:]
+    assert sorted({row.split(",")[1] for row in rows if ",train_loss," in row}) == ["1"]
+    assert "task unknown at test time" in stdout
+    assert not (tmp_path / "from-file").exists()  # --out on the command line wins over the file's out
+
+
+def test_run_options_in_the_file(tmp_path, data, capsys, monkeypatch):
+    saves = []
+    save = RunFolder.save_training_state
+
+    def counted(folder, state):  # the real save, counted
+        saves.append(state["position"]["step"])
+        save(folder, state)
+
+    monkeypatch.setattr(RunFolder, "save_training_state", counted)
+    out = tmp_path / "sweep"
+    config = tmp_path / "run.yml"
+    config.write_text(
+        f"data: {data}\ntasks: 2\nepochs: 1\nhidden: 16,16\n"
+        f"seeds: [3, 4]\nout: {out}\nquiet: true\ncheckpoint_interval: 0\n"
+    )
+    code, stdout, err = cli(["run", "--config", str(config)], capsys)
+    assert code == 0, err
+    assert dirs(out) == ["seed-3", "seed-4"]
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [3, 4]
+    assert json.loads((out / "seed-4" / "config.json").read_text())["seed"] == 4
+    assert "epoch" not in stdout  # quiet: no per-epoch lines
+    # interval 0: a checkpoint after every step (step > 0), not only at each task's end (step 0)
+    assert any(step > 0 for step in saves) and saves.count(0) == 4
+
+    saves.clear()
+    code, stdout, err = cli(["run", "--config", str(config), "--out", str(tmp_path / "flag-out")], capsys)
+    assert code == 0, err
+    assert dirs(tmp_path / "flag-out") == ["seed-3", "seed-4"]
+
+
+def test_defaults_keep_per_epoch_lines_and_task_end_checkpoints_only(tmp_path, data, capsys, monkeypatch):
+    """The counterpart of the test above: without those keys, progress lines and no mid-task saves."""
+    saves = []
+    save = RunFolder.save_training_state
+    monkeypatch.setattr(RunFolder, "save_training_state", lambda f, s: (saves.append(s), save(f, s)))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {data}\ntasks: 2\nepochs: 1\nhidden: [16, 16]\n")
+    code, stdout, err = cli(["run", "--config", str(config), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    assert "task 0 epoch 1/1" in stdout
+    assert [s["position"]["step"] for s in saves] == [0, 0]
+
+
+def test_a_run_folders_config_json_is_a_config_file(tmp_path, data, capsys):
+    first = tmp_path / "first"
+    args = ["--data", str(data), "--tasks", "2", "--lr", "0.02", "--per-layer", "--c", "0.5", *FAST]
+    code, _, err = cli(["run", *args, "--out", str(first)], capsys)
+    assert code == 0, err
+    second = tmp_path / "second"
+    code, _, err = cli(["run", "--config", str(first / "config.json"), "--out", str(second)], capsys)
+    assert code == 0, err
+    assert (second / "config.json").read_text() == (first / "config.json").read_text()
+    assert json.loads((second / "config.json").read_text())["per_layer"] is True
+    # the same config gives the same results, byte for byte
+    assert (second / "results.json").read_text() == (first / "results.json").read_text()
+
+
+# ------------------------------------------------------------------------------------ bad config files
+BAD_CONFIGS = [
+    ("run.yaml", "epochz: 3\n", ["epochz"]),
+    ("run.yaml", "epochs: five\n", ["epochs", "five"]),
+    ("run.yaml", "hidden: [4, x]\n", ["hidden"]),
+    ("run.yaml", "hidden: 16\n", ["hidden"]),
+    ("run.yaml", "per_layer: 3\n", ["per_layer"]),
+    ("run.yaml", "lr: true\n", ["lr"]),
+    ("run.yaml", "lr: fast\n", ["lr"]),
+    ("run.yaml", "epochs: -1\n", ["epochs", "-1"]),
+    ("run.yaml", "epochs: 1.5\n", ["epochs"]),
+    ("run.yaml", "s_max: 0\n", [re.compile(r"s[-_]max")]),
+    ("run.yaml", "lr: 0\n", ["lr"]),
+    ("run.yaml", "lr: -0.1\n", ["lr", "-0.1"]),
+    ("run.yaml", "method: ewc\n", ["ewc"]),
+    ("run.yaml", "resume: somewhere\n", ["resume"]),
+    ("run.yaml", "quiet: 3\n", ["quiet"]),
+    ("run.yaml", "seeds: [0, x]\n", ["seeds"]),
+    ("run.yaml", "- epochs\n- 3\n", ["mapping", "list"]),
+    ("run.yaml", "epochs: [1, 2\n", ["YAML"]),
+    ("run.yaml", "epochs: 1\n  hidden: 3\n", ["YAML"]),
+    ("run.json", '{"epochz": 1}', ["epochz"]),
+    ("run.json", '{"epochs": "five"}', ["epochs"]),
+    ("run.json", '{"epochs": 1,}', ["JSON"]),
+    ("run.json", "[1, 2]", ["mapping"]),
+    pytest.param(
+        "run.yaml",
+        "checkpoint_interval: -1\n",
+        ["checkpoint"],
+        id="checkpoint_interval-negative",
+    ),
+    pytest.param(
+        "run.yaml",
+        "seeds: []\n",
+        ["seeds"],
+        id="seeds-empty",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "fragments"), BAD_CONFIGS)
+def test_a_bad_config_is_one_line_naming_the_file_and_key(tmp_path, data, capsys, name, text, fragments):
+    config = tmp_path / name
+    config.write_text(text)
+    out = tmp_path / "out"
+    code, stdout, err = cli(["run", "--config", str(config), "--data", str(data), "--out", str(out)], capsys)
+    assert_one_line_error(code, err, config)
+    for fragment in fragments:
+        if isinstance(fragment, re.Pattern):
+            assert fragment.search(err), err
+        else:
+            assert fragment in err, err
+    assert not out.exists() and dirs(tmp_path) == []  # no run folder
+    assert "task 0" not in stdout  # nothing trained
+
+
+def test_a_missing_config_file_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere.yaml"
+    code, _, err = cli(["run", "--config", str(missing), "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, missing, "No such file")
+    assert dirs(tmp_path) == []
+
+
+def test_a_config_folder_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "conf.yaml"
+    folder.mkdir()
+    code, _, err = cli(["run", "--config", str(folder), "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, folder)
+    assert dirs(tmp_path) == ["conf.yaml"]
+
+
+# ---------------------------------------------------------------------------------------- resume errors
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two finished 2-task runs of the same data, ``narrow`` (16,16) and ``wide`` (32,32)."""
+    root = tmp_path_factory.mktemp("runs")
+    data = write_npz(root / "data.npz")
+    made = {}
+    for name, hidden in (("narrow", "16,16"), ("wide", "32,32")):
+        args = ["run", "--data", str(data), "--tasks", "2", "--epochs", "1", "--hidden", hidden, "--quiet"]
+        assert main([*args, "--checkpoint-interval", "0", "--out", str(root / name)]) == 0
+        made[name] = root / name
+    return made
+
+
+@pytest.fixture
+def stopped(runs, tmp_path):
+    """A copy of the narrow run that has not finished (no results.json): ``--resume`` continues it."""
+    folder = tmp_path / "stopped"
+    shutil.copytree(runs["narrow"], folder)
+    (folder / "results.json").unlink()
+    return folder
+
+
+def test_resume_of_an_intact_stopped_run_works(stopped, capsys):
+    """The control for the tests below: the copy itself resumes, so their errors are the damage's."""
+    code, _, err = cli(["run", "--resume", str(stopped), "--quiet"], capsys)
+    assert code == 0, err
+    assert (stopped / "results.json").exists()
+
+
+def test_resume_of_a_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "never-ran"
+    code, _, err = cli(["run", "--resume", str(missing)], capsys)
+    assert_one_line_error(code, err, missing / "run.json")
+    assert not missing.exists()
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    folder = tmp_path / "something"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    code, _, err = cli(["run", "--resume", str(folder)], capsys)
+    assert_one_line_error(code, err, folder / "run.json")
+    (folder / "run.json").write_text('{"state": "running"}')
+    code, _, err = cli(["run", "--resume", str(folder)], capsys)
+    assert_one_line_error(code, err, folder / "run.json", "format_version")
+    (folder / "run.json").write_text("not json")
+    code, _, err = cli(["run", "--resume", str(folder)], capsys)
+    assert_one_line_error(code, err, folder / "run.json", "JSON")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "run.json"]
+
+
+def test_resume_of_a_newer_run_format(stopped, capsys):
+    info = json.loads((stopped / "run.json").read_text())
+    (stopped / "run.json").write_text(json.dumps({**info, "format_version": 99}))
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, stopped, "newer", "99")
+    assert not (stopped / "results.json").exists()
+
+
+def test_resume_with_a_truncated_checkpoint(stopped, capsys):
+    checkpoint = stopped / "checkpoint.safetensors"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, checkpoint, "truncated")
+    assert checkpoint.read_bytes() == data[: len(data) // 2]  # the folder is kept as it was
+    assert (stopped / "models" / "task-1.safetensors").exists() and not (stopped / "results.json").exists()
+
+
+def test_resume_with_a_checkpoint_of_the_wrong_kind(stopped, capsys):
+    checkpoint = stopped / "checkpoint.safetensors"
+    shutil.copy(stopped / "models" / "task-1.safetensors", checkpoint)
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, checkpoint, "'model'")
+
+
+def test_resume_with_a_config_json_that_is_bad(stopped, capsys):
+    config = json.loads((stopped / "config.json").read_text())
+    (stopped / "config.json").write_text(json.dumps({**config, "epochs": "many"}))
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, stopped / "config.json", "epochs")
+
+
+def test_resume_with_a_checkpoint_of_another_architecture_names_the_problem(runs, stopped, capsys):
+    shutil.copy(runs["wide"] / "checkpoint.safetensors", stopped / "checkpoint.safetensors")
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, "hidden", "[32, 32]", "[16, 16]")
+    assert not (stopped / "results.json").exists()
+
+
+def test_resume_with_a_checkpoint_of_another_architecture_names_the_file(runs, stopped, capsys):
+    shutil.copy(runs["wide"] / "checkpoint.safetensors", stopped / "checkpoint.safetensors")
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, stopped / "checkpoint.safetensors", "hidden")
+
+
+def test_resume_with_a_training_checkpoint_missing_fields(stopped, capsys):
+    from maskcl.checkpoint import save_checkpoint
+
+    save_checkpoint(stopped / "checkpoint.safetensors", {"position": {"task": 0}}, kind="training")
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, stopped / "checkpoint.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("flag", "name"),
+    [
+        (["--lr", "0.1"], "--lr"),
+        (["--hidden", "32,32"], "--hidden"),
+        (["--per-layer"], "--per-layer"),
+        (["--seeds", "0,1"], "--seeds"),
+        (["--out", "elsewhere"], "--out"),
+        (["--config", "run.yaml"], "--config"),
+    ],
+)
+def test_resume_with_a_config_flag_names_the_flag(stopped, capsys, flag, name):
+    before = sorted(p.name for p in stopped.iterdir())
+    code, _, err = cli(["run", "--resume", str(stopped), *flag], capsys)
+    assert_one_line_error(code, err, name, stopped)
+    assert sorted(p.name for p in stopped.iterdir()) == before
+
+
+def test_resume_of_a_finished_run_changes_nothing(runs, tmp_path, capsys):
+    folder = tmp_path / "done"
+    shutil.copytree(runs["narrow"], folder)
+    before = (folder / "results.json").read_bytes()
+    code, stdout, _ = cli(["run", "--resume", str(folder), "--quiet"], capsys)
+    assert code == 0 and "finished already" in stdout
+    assert (folder / "results.json").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------ eval errors
+def test_eval_of_a_good_run_prints_every_task(runs, capsys):
+    code, stdout, err = cli(["eval", str(runs["narrow"])], capsys)
+    assert code == 0, err
+    assert "task 0: test acc" in stdout and "task 1: test acc" in stdout
+
+
+def test_eval_with_a_corrupted_model_file_names_it(runs, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(runs["narrow"], folder)
+    model = folder / "models" / "task-0.safetensors"
+    data = bytearray(model.read_bytes())
+    data[8:24] = b"\xff" * 16  # the header's start
+    model.write_bytes(bytes(data))
+    code, _, err = cli(["eval", str(folder), "--after-task", "0"], capsys)
+    assert_one_line_error(code, err, model)
+    code, stdout, err = cli(["eval", str(folder)], capsys)  # the last model is intact
+    assert code == 0 and "task 1: test acc" in stdout, err
+    last = folder / "models" / "task-1.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    code, _, err = cli(["eval", str(folder)], capsys)
+    assert_one_line_error(code, err, last, "truncated")
+
+
+def test_eval_with_a_model_of_another_architecture(runs, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(runs["narrow"], folder)
+    shutil.copy(runs["wide"] / "models" / "task-1.safetensors", folder / "models" / "task-1.safetensors")
+    code, _, err = cli(["eval", str(folder)], capsys)
+    assert_one_line_error(code, err, folder / "models" / "task-1.safetensors", "size mismatch")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--tasks", "5"], ["task 5"]),
+        (["--tasks", "0,-1"], ["task -1"]),
+        (["--tasks", "x"], ["--tasks"]),
+        (["--after-task", "7"], ["task 7"]),
+    ],
+)
+def test_eval_of_tasks_the_run_never_learned(runs, capsys, args, fragments):
+    code, stdout, err = cli(["eval", str(runs["narrow"]), *args], capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert "test acc" not in stdout
+
+
+def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = cli(["eval", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, tmp_path / "run.json")
+
+
+# ------------------------------------------------------------------------------------- unwritable --out
+@pytest.mark.parametrize("how", ["flag", "deeper", "file", "seeds"])
+def test_out_below_a_regular_file_is_one_line_and_nothing_trains(tmp_path, data, capsys, how):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "x" / "y" if how == "deeper" else blocker / "run"
+    args = ["run", "--data", str(data), "--tasks", "2", "--epochs", "1", "--hidden", "16,16"]
+    if how == "file":
+        config = tmp_path / "run.yaml"
+        config.write_text(f"out: {out}\n")
+        args += ["--config", str(config)]
+    else:
+        args += ["--out", str(out)]
+    if how == "seeds":
+        args += ["--seeds", "0,1"]
+    code, stdout, err = cli(args, capsys)  # not --quiet: training would print its epochs
+    assert_one_line_error(code, err, "cannot create", out)
+    assert "epoch" not in stdout and "task 0" not in stdout
+    assert blocker.read_text() == "not a folder" and dirs(tmp_path) == []

@@ -1,0 +1,244 @@
+"""Run folders: determinism, kill-and-resume, Ctrl-C, multi-seed summaries, eval, metrics and progress."""
+
+import fcntl
+import json
+import os
+import pty
+import random
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import write_npz
+
+from maskcl.cli import main
+from maskcl.runs import RunFolder, load_run
+from maskcl.train import Interrupted, RunConfig, run
+
+SMALL = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "maskcl.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    return str(write_npz(tmp_path_factory.mktemp("data") / "d.npz", n=1600))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data) -> Path:
+    """A run never stopped, in its own process like the interrupted ones."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    subprocess.run(cli("run", "--data", data, *SMALL, "--quiet", "--out", str(out)), check=True)
+    return out
+
+
+def test_same_config_and_seed_give_the_same_results_json(tmp_path, capsys, data):
+    for name in ("a", "b"):
+        assert (
+            main(["run", "--data", data, *SMALL, "--method", "hypermask", "--out", str(tmp_path / name)]) == 0
+        )
+    assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() == (tmp_path / "b" / "metrics.csv").read_bytes()
+    assert main(["run", "--data", data, *SMALL, "--seed", "1", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "a" / "results.json").read_bytes() != (tmp_path / "c" / "results.json").read_bytes()
+
+
+def _modified(path: Path) -> float:
+    return path.stat().st_mtime_ns if path.exists() else 0
+
+
+def test_sigkill_at_random_moments_then_resume_ends_with_the_same_results(tmp_path, data, reference):
+    """At least five SIGKILLs at random moments (checkpoints after every step, so many land inside a
+    save); each --resume continues from the last checkpoint and the end is byte-identical."""
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoint.safetensors"
+    chance = random.Random(5)
+    kills, command = (
+        0,
+        cli("run", "--data", data, *SMALL, "--quiet", "--checkpoint-interval", "0", "--out", str(out)),
+    )
+    for _ in range(30):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        saves, last = chance.randint(10, 80), _modified(checkpoint)
+        while process.poll() is None and saves > 0:  # let it train (and checkpoint) a random while
+            if _modified(checkpoint) != last:
+                saves, last = saves - 1, _modified(checkpoint)
+            time.sleep(0.001)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        assert process.returncode in (0, -signal.SIGKILL), process.stderr.read().decode()
+        if process.returncode == 0:
+            break
+        command = cli("run", "--resume", str(out), "--quiet", "--checkpoint-interval", "0")
+    assert kills >= 5 and process.returncode == 0
+    assert (out / "results.json").read_bytes() == (reference / "results.json").read_bytes()
+    assert (out / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
+    for task in (0, 1):
+        name = f"models/task-{task}.safetensors"
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, data, reference):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        cli("run", "--data", data, *SMALL, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout.readline().startswith(b"task 0 epoch 1/3")  # training is under way
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.decode() == f"maskcl: stopped; checkpoint saved: continue with maskcl run --resume {out}\n"
+    assert not (out / "results.json").exists()
+    resumed = subprocess.run(cli("run", "--resume", str(out)), capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed at task" in resumed.stdout
+    assert (out / "results.json").read_bytes() == (reference / "results.json").read_bytes()
+
+
+class _StopAfter(RunFolder):
+    """A run folder whose stop flag (what Ctrl-C sets) is raised after a given number of steps."""
+
+    steps = 0
+
+    def checkpoint_due(self) -> bool:
+        _StopAfter.steps -= 1
+        self.stop = self.stop or _StopAfter.steps == 0
+        return super().checkpoint_due()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "hat"},
+        {"method": "hat", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
+        {"method": "hypermask", "optimizer": "adam", "lr": 1e-3, "sparsity": 30, "sparsity_ramp": 20},
+        {"method": "finetune", "momentum": 0.9},
+        {"method": "joint"},
+    ],
+)
+def test_stopping_anywhere_and_resuming_is_bit_exact_for_every_method(tmp_path, data, options):
+    config = RunConfig(data=data, tasks=2, epochs=3, batch_size=32, hidden=(16, 16), **options)
+    expected = run(config, log=lambda _: None)
+    folder = _StopAfter(tmp_path / "run", checkpoint_interval=1e9)
+    chance, stops = random.Random(0), 0
+    while True:
+        _StopAfter.steps = chance.randint(1, 25)
+        try:
+            results = run(config, log=lambda _: None, folder=folder)
+            break
+        except Interrupted:
+            stops += 1
+            folder = _StopAfter(tmp_path / "run", checkpoint_interval=1e9)
+            folder.open()
+    assert stops >= 5
+    assert results["acc_matrix"] == expected["acc_matrix"]
+    assert {k: v for k, v in results.items() if k != "timing"} == {
+        k: v for k, v in expected.items() if k != "timing"
+    }
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path, data, reference):
+    out = tmp_path / "run"
+    assert main(["run", "--data", data, *SMALL, "--quiet", "--out", str(out)]) == 0
+    for name in (
+        "checkpoint.safetensors",
+        "results.json",
+        "models/task-0.safetensors",
+        "models/task-1.safetensors",
+    ):
+        (out / name).unlink()
+    (out / "metrics.csv").write_text(
+        "task,epoch,name,value\n0,1,train_loss,0.5\n"
+    )  # rows past the checkpoint
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert (out / "results.json").read_bytes() == (reference / "results.json").read_bytes()
+    assert (out / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
+
+
+def test_seeds_write_one_run_each_and_a_summary(tmp_path, capsys, data):
+    out = tmp_path / "sweep"
+    assert main(["run", "--data", data, *SMALL, "--quiet", "--seeds", "0,3", "--out", str(out)]) == 0
+    results = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 3)]
+    assert [r["config"]["seed"] for r in results] == [0, 3]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 3] and summary["runs"] == ["seed-0", "seed-3"]
+    accs = [r["acc"] for r in results]
+    assert accs[0] != accs[1]
+    assert summary["acc"]["mean"] == pytest.approx(sum(accs) / 2)
+    assert summary["acc"]["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    assert "over seeds acc" in capsys.readouterr().out
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0  # finished: nothing is trained again
+    assert "has finished already" in capsys.readouterr().out
+
+
+def test_eval_and_load_run_give_the_saved_models_accuracies(tmp_path, capsys, data):
+    out = tmp_path / "run"
+    assert main(["run", "--data", data, *SMALL, "--quiet", "--out", str(out)]) == 0
+    matrix = json.loads((out / "results.json").read_text())["acc_matrix"]
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"task {j}: test acc {matrix[1][j]:.4f}" for j in (0, 1)]
+    assert main(["eval", str(out), "--after-task", "0"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"task 0: test acc {matrix[0][0]:.4f}"]
+    model = load_run(out)
+    assert not model.training
+    from maskcl import set_task
+
+    x = torch.randn(5, 1, 6, 6)
+    set_task(model, 1)
+    assert model(x).shape == (5, 2)
+
+
+def test_metrics_csv_and_tensorboard_events(tmp_path, data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["run", "--data", data, *SMALL, "--quiet", "--out", str(out)]) == 0
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "task,epoch,name,value"
+    names = {tuple(r.split(",")[:3]) for r in rows[1:]}
+    assert ("0", "3", "val_acc") in names and ("1", "3", "test_acc_task_0") in names
+    assert len(rows) == 1 + 2 * (3 * 2) + 1 + 2
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("task_1/train_loss")
+    assert [e.step for e in losses] == [1001, 1002, 1003]
+    csv_losses = [float(r.split(",")[3]) for r in rows[1:] if r.startswith("1,") and "train_loss" in r]
+    assert [e.value for e in losses] == pytest.approx(csv_losses)
+
+
+@pytest.mark.parametrize(("quiet", "bar"), [(False, True), (True, False)])
+def test_progress_bar_on_a_terminal_only(tmp_path, data, quiet, bar):
+    pytest.importorskip("tqdm")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    args = ["run", "--data", data, *SMALL, "--out", str(tmp_path / "run"), *(["--quiet"] if quiet else [])]
+    process = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the run ended and closed the terminal
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    process.wait()
+    os.close(leader)
+    assert process.returncode == 0
+    assert (b"task 0 epoch 1: " in terminal and b"it/s" in terminal) == bar
+    if bar:  # the same run with stderr not a terminal: no bar
+        piped = subprocess.run(cli(*args[:-2], "--out", str(tmp_path / "piped")), capture_output=True)
+        assert piped.returncode == 0 and b"it/s" not in piped.stderr
