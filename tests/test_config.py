@@ -207,12 +207,18 @@ def test_a_config_folder_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------- resume errors
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two finished 2-task runs of the same data, ``narrow`` (16,16) and ``wide`` (32,32)."""
+    """Finished 2-task runs of the same data: HAT ``narrow`` (16,16) and ``wide`` (32,32), and
+    ``hypermask`` (16,16)."""
     root = tmp_path_factory.mktemp("runs")
     data = write_npz(root / "data.npz")
     made = {}
-    for name, hidden in (("narrow", "16,16"), ("wide", "32,32")):
+    for name, hidden, method in (
+        ("narrow", "16,16", "hat"),
+        ("wide", "32,32", "hat"),
+        ("hypermask", "16,16", "hypermask"),
+    ):
         args = ["run", "--data", str(data), "--tasks", "2", "--epochs", "1", "--hidden", hidden, "--quiet"]
+        args += ["--method", method]
         assert main([*args, "--checkpoint-interval", "0", "--out", str(root / name)]) == 0
         made[name] = root / name
     return made
@@ -288,17 +294,17 @@ def test_resume_with_a_config_json_that_is_bad(stopped, capsys):
     assert_one_line_error(code, err, stopped / "config.json", "epochs")
 
 
-def test_resume_with_a_checkpoint_of_another_architecture_names_the_problem(runs, stopped, capsys):
-    shutil.copy(runs["wide"] / "checkpoint.safetensors", stopped / "checkpoint.safetensors")
+@pytest.mark.parametrize(
+    ("other", "fragments"),
+    [("wide", ["hidden", "[32, 32]", "[16, 16]"]), ("hypermask", ["method", "'hypermask'", "'hat'"])],
+)
+def test_resume_with_a_checkpoint_of_another_run_names_the_file_and_problem(
+    runs, stopped, capsys, other, fragments
+):
+    shutil.copy(runs[other] / "checkpoint.safetensors", stopped / "checkpoint.safetensors")
     code, _, err = cli(["run", "--resume", str(stopped)], capsys)
-    assert_one_line_error(code, err, "hidden", "[32, 32]", "[16, 16]")
+    assert_one_line_error(code, err, stopped / "checkpoint.safetensors", *fragments)
     assert not (stopped / "results.json").exists()
-
-
-def test_resume_with_a_checkpoint_of_another_architecture_names_the_file(runs, stopped, capsys):
-    shutil.copy(runs["wide"] / "checkpoint.safetensors", stopped / "checkpoint.safetensors")
-    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
-    assert_one_line_error(code, err, stopped / "checkpoint.safetensors", "hidden")
 
 
 def test_resume_with_a_training_checkpoint_missing_fields(stopped, capsys):
