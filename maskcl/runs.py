@@ -67,6 +67,7 @@ class RunFolder:
         self.stop = False
         self.resuming = False  # set by open(): the run continues from the folder's checkpoint
         self.metric_lines = 0
+        self.save_seconds = 0.0  # time spent writing checkpoints in this session
         self._last_save = time.monotonic()
         self._writer: Any = None
 
@@ -118,7 +119,7 @@ class RunFolder:
         return self.stop or time.monotonic() - self._last_save >= self.checkpoint_interval
 
     def save_training_state(self, state: dict) -> None:
-        save_checkpoint(self.path / CHECKPOINT, state, kind="training")
+        self._save(self.path / CHECKPOINT, state, kind="training")
         self._last_save = time.monotonic()
 
     def load_training_state(self) -> dict | None:
@@ -138,8 +139,12 @@ class RunFolder:
         return state
 
     def save_task_model(self, task: int, model_state: dict) -> None:
-        path = self.path / "models" / f"task-{task}.safetensors"
-        save_checkpoint(path, {"model": model_state}, kind="model")
+        self._save(self.path / "models" / f"task-{task}.safetensors", {"model": model_state}, kind="model")
+
+    def _save(self, path: Path, state: dict, kind: str) -> None:
+        started = time.perf_counter()
+        save_checkpoint(path, state, kind=kind)
+        self.save_seconds += time.perf_counter() - started
 
     # ------------------------------------------------------------------------------------------ metrics
     def _open_metrics(self, lines: int) -> None:
@@ -178,7 +183,7 @@ class RunFolder:
 
     def finish(self, results: dict) -> None:
         """Write ``results.json`` (without the timings, kept in run.json) and mark the run finished."""
-        timing = results.get("timing")
+        timing = {**results.get("timing", {}), "checkpoint_seconds_last_session": self.save_seconds}
         write_json(self.path / "results.json", {k: v for k, v in results.items() if k != "timing"})
         self.write_run_info(state="finished", timing=timing)
         if self._writer is not None:
