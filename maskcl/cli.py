@@ -33,6 +33,7 @@ from maskcl.methods import METHODS
 from maskcl.metrics import AccuracyMatrix, forgetting_ratio, validate_accuracy_matrix
 from maskcl.report import write_report
 from maskcl.runs import (
+    CHECKPOINT,
     DEFAULT_CHECKPOINT_INTERVAL,
     METRICS,
     SWEEP,
@@ -252,8 +253,8 @@ def _run_one(config: RunConfig, folder: RunFolder, options: dict, stopper: _Stop
     except Interrupted:
         raise
     except MaskclError:
-        if created and not any(folder.path.glob("models/task-*")):
-            shutil.rmtree(folder.path, ignore_errors=True)  # nothing learned: leave nothing behind
+        if created and not (folder.path / CHECKPOINT).exists():
+            shutil.rmtree(folder.path, ignore_errors=True)  # nothing to resume: leave nothing behind
         raise
     reference_error = None
     if joint is not None:

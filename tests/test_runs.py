@@ -242,3 +242,13 @@ def test_progress_bar_on_a_terminal_only(tmp_path, data, quiet, bar):
     if bar:  # the same run with stderr not a terminal: no bar
         piped = subprocess.run(cli(*args[:-2], "--out", str(tmp_path / "piped")), capture_output=True)
         assert piped.returncode == 0 and b"it/s" not in piped.stderr
+
+
+def test_a_failed_run_keeps_the_checkpoints_it_wrote(tmp_path, capsys, data):
+    out = tmp_path / "run"
+    args = ["--data", data, *SMALL, "--lr", "1e30", "--checkpoint-interval", "0", "--quiet", "--out", str(out)]
+    assert main(["run", *args]) == 2
+    assert "loss became" in capsys.readouterr().err
+    from maskcl.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "checkpoint.safetensors", kind="training")["position"]["task"] == 0
