@@ -246,7 +246,7 @@ def test_progress_bar_on_a_terminal_only(tmp_path, data, quiet, bar):
 
 def test_a_failed_run_keeps_the_checkpoints_it_wrote(tmp_path, capsys, data):
     out = tmp_path / "run"
-    args = ["--data", data, *SMALL, "--lr", "1e30", "--checkpoint-interval", "0", "--quiet", "--out", str(out)]
+    args = ["--data", data, *SMALL, "--lr", "1e30", "--checkpoint-interval", "0", "--out", str(out)]
     assert main(["run", *args]) == 2
     assert "loss became" in capsys.readouterr().err
     from maskcl.checkpoint import load_checkpoint
