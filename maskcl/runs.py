@@ -87,6 +87,7 @@ class RunFolder:
         write_json(self.path / "config.json", config)
         self.write_run_info(state="running")
         self._open_metrics(0)
+        self._open_tensorboard(purge_step=None)
 
     def open(self) -> dict:
         """Reopen an existing run to resume it; returns its config (as saved in ``config.json``)."""
@@ -128,6 +129,7 @@ class RunFolder:
         path = self.path / CHECKPOINT
         if not path.exists():
             self._open_metrics(0)
+            self._open_tensorboard(purge_step=None)
             return None
         state = load_checkpoint(path, kind="training")
         missing = [key for key in TRAINING_STATE if key not in state]
@@ -135,7 +137,7 @@ class RunFolder:
             raise MaskclError(f"{path} is a damaged training checkpoint (no {missing[0]!r})")
         self._open_metrics(state["metric_lines"])
         task, epoch = state["position"]["task"], state["position"]["epoch"]
-        self._open_tensorboard(purge_step=_global_step(task, epoch))
+        self._open_tensorboard(purge_step=_global_step(task, epoch + 1))  # epochs done: 1..epoch
         return state
 
     def save_task_model(self, task: int, model_state: dict) -> None:
@@ -154,16 +156,12 @@ class RunFolder:
         header = ",".join(METRIC_COLUMNS) + "\n"
         write_atomic(path, (header + "".join(rows)).encode())
         self.metric_lines = len(rows)
-        if self._writer is None:
-            self._open_tensorboard(purge_step=None)
 
     def _open_tensorboard(self, purge_step: int | None) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return
-        if self._writer is not None:
-            self._writer.close()
         self._writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
 
     def log_metrics(self, task: int, epoch: int, values: dict[str, float]) -> None:

@@ -318,6 +318,8 @@ class _Run:
         second time afterwards, since ``start_task`` may initialise the task's own parameters."""
         _check_same_run(state["config"], self.config)
         self.position = _Position(**state["position"])
+        if self.position.epoch_loss is not None:
+            self.position.epoch_loss = self.position.epoch_loss.to(self.device)
         self.model.load_state_dict(state["model"])
         if self.position.in_task:
             self.start_task()
