@@ -252,3 +252,27 @@ def test_a_failed_run_keeps_the_checkpoints_it_wrote(tmp_path, capsys, data):
     from maskcl.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "checkpoint.safetensors", kind="training")["position"]["task"] == 0
+
+
+def test_tensorboard_events_of_a_resumed_run_match_an_uninterrupted_one(tmp_path, data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = RunConfig(data=data, tasks=2, epochs=3, batch_size=32, hidden=(16, 16))
+    run(config, log=lambda _: None, folder=RunFolder(tmp_path / "whole"))
+    folder = _StopAfter(tmp_path / "stopped", checkpoint_interval=1e9)
+    for steps in (30, 40, 50, 30, 1000):
+        _StopAfter.steps = steps
+        try:
+            run(config, log=lambda _: None, folder=folder)
+        except Interrupted:
+            folder = _StopAfter(tmp_path / "stopped", checkpoint_interval=1e9)
+            folder.open()
+
+    def scalars(path):
+        events = EventAccumulator(str(path / "tensorboard"))
+        events.Reload()
+        return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    whole = scalars(tmp_path / "whole")
+    assert len(whole) == 2 * 2 + 3 and whole == scalars(tmp_path / "stopped")
