@@ -101,15 +101,8 @@ class HyperMaskNet(nn.Module):
 
     def _forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
         self.state.context.select(task)
-        masks = self.masks(task)
-        self.last_masks = (task, masks)  # the regulariser reuses them instead of a second hypernetwork pass
-        weights = {name: p * m for (name, p), m in zip(self.masked, masks)}
+        weights = {name: p * m for (name, p), m in zip(self.masked, self.masks(task))}
         return functional_call(self.target, weights, (x,))
-
-    def current_masks(self, task: int) -> list[torch.Tensor]:
-        """Task ``task``'s masks from the last forward pass when it computed that task, else anew."""
-        last = getattr(self, "last_masks", None)
-        return last[1] if last is not None and last[0] == task else self.masks(task)
 
     @torch.no_grad()
     def cache(self, task: int) -> None:
@@ -123,8 +116,9 @@ class HyperMask:
 
     ``regularizer() = beta * mean_{t' < t} ||H(e_t') - H*(e_t')||^2 + lambda * sum |W - W*|``: the change of
     the hypernetwork's scores for earlier tasks' embeddings against a snapshot ``H*`` taken when task ``t``
-    started, and the L1 change of the target's masked weights since then (weighted by task ``t``'s mask
-    with ``l1_masked``). Both keep earlier tasks, so both are 0 while the first task trains. Defaults are
+    started, and the L1 change of the target's masked weights since then (with ``l1_masked`` each weight's
+    change is weighted by ``max_{t' < t} m_t'``, the most any earlier task uses it, so weights no earlier
+    task uses move freely). Both keep earlier tasks, so both are 0 while the first task trains. Defaults are
     the method's published ones (beta 0.01, lambda 0.001).
     ``sparsity_ramp``: over the first task's first that many optimizer steps, the sparsity rises linearly
     from 0 to the net's (0: no ramp), as the method's code optionally does.
@@ -173,10 +167,10 @@ class HyperMask:
             self._embeddings = hyper.task_embeddings[self._previous].clone()
             self._anchors = hyper.scores(self._embeddings) if len(self._previous) else None
             self._weights = [p.detach().clone() for _, p in self.net.masked]
+            self._importance = self._earlier_use() if self.l1_masked else [1.0] * len(self._weights)
 
     def regularizer(self) -> torch.Tensor:
-        """The method's two penalties for the task in training (see the class); call it after the training
-        forward pass, whose masks it reuses with ``l1_masked``."""
+        """The method's two penalties for the task in training (see the class)."""
         if self.task is None:
             raise MaskclError("regularizer() needs a task in training: call start_task() first")
         hyper = self.net.hypernetwork
@@ -185,10 +179,18 @@ class HyperMask:
             change = hyper.scores(self._embeddings) - self._anchors
             total = total + self.beta * change.pow(2).sum(1).mean()
         if self.lam > 0 and len(self._previous):  # no previous task: nothing to keep
-            masks = self.net.current_masks(self.task) if self.l1_masked else [1.0] * len(self._weights)
-            moved = [((p - w).abs() * m).sum() for (_, p), w, m in zip(self.net.masked, self._weights, masks)]
+            pairs = zip(self.net.masked, self._weights, self._importance)
+            moved = [((p - w).abs() * m).sum() for (_, p), w, m in pairs]
             total = total + self.lam * torch.stack(moved).sum()
         return total
+
+    def _earlier_use(self) -> list[torch.Tensor]:
+        """Per masked tensor, the largest mask value any learned task gives each entry."""
+        learned = self.net.state.learned_tasks()
+        if not learned:
+            return [torch.zeros_like(w) for w in self._weights]
+        used = self.net.cached_masks[learned].amax(0).split(self.net.sizes)
+        return [u.view_as(w) for u, w in zip(used, self._weights)]
 
     def state_dict(self) -> dict:
         """The task's snapshots (taken by :meth:`start_task`) and the sparsity ramp's progress."""

@@ -151,3 +151,20 @@ def test_hypermask_learns_split_fashion_mnist(fashion_mnist):
     results = run(config, log=lambda _: None)
     assert results["acc"] > 0.93, results["acc_matrix"]
     assert results["bwt"] > -0.05
+
+
+def test_masked_l1_weighs_each_change_by_the_most_an_earlier_task_uses_the_weight():
+    torch.manual_seed(0)
+    net = HyperMaskNet(small_target(), sparsity=50, chunks=8)
+    hm = HyperMask(net, beta=0.0, lam=0.1, l1_masked=True)
+    hm.start_task(0)
+    hm.end_task()
+    hm.start_task(1)
+    used = net.masks(0)  # the cached mask of task 0: half of each tensor's entries are 0
+    weights = [p.detach().clone() for _, p in net.masked]
+    with torch.no_grad():
+        for (_, p), m in zip(net.masked, used):
+            p.add_(torch.where(m == 0, 1.0, 0.01))  # unused entries move far, used ones a little
+    expected = sum(((p - w).abs() * m).sum() for (_, p), w, m in zip(net.masked, weights, used))
+    torch.testing.assert_close(hm.regularizer(), 0.1 * expected)
+    assert all(bool((m == 0).any()) for m in used)  # so the far moves above are free
