@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity-ramp", type=int, help="HyperMask: first task's ramp, in steps")
     p.add_argument("--beta", type=float, help=f"HyperMask: hypernetwork-output regulariser ({d.beta})")
     p.add_argument("--lam", type=float, help=f"HyperMask: lambda, L1 change of target weights ({d.lam})")
-    p.add_argument("--l1-masked", action="store_true", help="HyperMask: L1 change weighted by earlier tasks' masks")
+    p.add_argument("--l1-masked", action="store_true", help="HyperMask: L1 weighted by earlier masks")
     p.add_argument("--embedding-dim", type=int, help="HyperMask: task embedding size")
     p.add_argument("--hyper-hidden", type=_int_list, help="HyperMask: hypernet widths")
     p.add_argument("--chunks", type=int, help=f"HyperMask: output chunks, 0: unchunked ({d.chunks})")
