@@ -38,9 +38,10 @@ from maskcl.runs import (
     METRICS,
     SWEEP,
     RunFolder,
-    load_run,
+    load_run_and_scenario,
     read_json,
     read_run_config,
+    read_sweep,
     summarize,
 )
 from maskcl.train import (
@@ -49,7 +50,6 @@ from maskcl.train import (
     Interrupted,
     RunConfig,
     evaluate,
-    load_scenario,
     resolve_device,
     run,
 )
@@ -80,6 +80,13 @@ RUN_OPTIONS = {
     "quiet": bool,
 }
 """``maskcl run`` flags that are not part of a run's config (settable in a config file too)."""
+RUN_DEFAULTS = {
+    "seeds": None,
+    "out": None,
+    "checkpoint_interval": DEFAULT_CHECKPOINT_INTERVAL,
+    "joint_reference": None,
+    "quiet": False,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,8 +164,7 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
     """The run's config and run options: defaults, then the config file, then the flags given."""
     given = vars(args)
     file_values = read_config_file(args.config) if "config" in given else {}
-    options = {"seeds": None, "out": None, "checkpoint_interval": DEFAULT_CHECKPOINT_INTERVAL}
-    options |= {"joint_reference": None, "quiet": False}
+    options = dict(RUN_DEFAULTS)
     for key in RUN_OPTIONS:
         if key in file_values:
             try:
@@ -292,13 +298,13 @@ def command_run(args: argparse.Namespace) -> None:
         if clashes:
             flag = "--" + clashes[0].replace("_", "-")
             raise MaskclError(f"--resume continues {out} with its own config: drop {flag}")
-        sweep = out / SWEEP
-        config_values = read_json(sweep)["config"] if sweep.exists() else RunFolder(out).open()
-        config = config_from_dict(config_values, source=str(sweep if sweep.exists() else out / "config.json"))
-        seeds = read_json(sweep)["seeds"] if sweep.exists() else None
-        options = {"seeds": seeds, "out": str(out), "joint_reference": None}
-        options |= {"quiet": given.get("quiet", False)}
-        options["checkpoint_interval"] = given.get("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL)
+        if (out / SWEEP).exists():
+            config_values, seeds = read_sweep(out)
+            config = config_from_dict(config_values, source=str(out / SWEEP))
+        else:
+            config, seeds = read_run_config(out), None
+        options = {**RUN_DEFAULTS, "seeds": seeds, "out": str(out)}
+        options |= {k: given[k] for k in ("quiet", "checkpoint_interval") if k in given}
     else:
         config, options = _settings(args)
         out = Path(options["out"]) if options["out"] else _default_out(config)
@@ -347,9 +353,7 @@ def _create_sweep(out: Path, config: RunConfig, seeds: tuple[int, ...]) -> None:
 
 
 def command_eval(args: argparse.Namespace) -> None:
-    model = load_run(args.dir, args.after_task, device=args.device)
-    config = read_run_config(args.dir)
-    scenario = load_scenario(config)
+    model, scenario = load_run_and_scenario(args.dir, args.after_task, device=args.device)
     learned = task_state(model).learned_tasks()
     tasks = list(args.tasks) if args.tasks else learned
     for task in tasks:

@@ -86,20 +86,11 @@ class RunFolder:
             raise MaskclError(f"cannot create {self.path}: {err.strerror or err}") from None
         write_json(self.path / "config.json", config)
         self.write_run_info(state="running")
-        self._open_metrics(0)
-        self._open_tensorboard(purge_step=None)
+        self._open_logs(0, purge_step=None)
 
     def open(self) -> dict:
         """Reopen an existing run to resume it; returns its config (as saved in ``config.json``)."""
-        info = read_json(self.path / "run.json")
-        version = info.get("format_version")
-        if not isinstance(version, int):
-            raise MaskclError(f"{self.path / 'run.json'} has no format_version: not a maskcl run folder")
-        if version > FORMAT_VERSION:
-            raise MaskclError(
-                f"{self.path} was written by a newer maskcl (run format {version}; this one reads "
-                f"{FORMAT_VERSION}): upgrade maskcl"
-            )
+        check_format(read_json(self.path / "run.json"), self.path / "run.json")
         self.resuming = True
         return read_json(self.path / "config.json")
 
@@ -128,16 +119,14 @@ class RunFolder:
         written after that checkpoint are dropped: the resumed run writes them again."""
         path = self.path / CHECKPOINT
         if not path.exists():
-            self._open_metrics(0)
-            self._open_tensorboard(purge_step=None)
+            self._open_logs(0, purge_step=None)
             return None
         state = load_checkpoint(path, kind="training")
         missing = [key for key in TRAINING_STATE if key not in state]
         if missing:
             raise MaskclError(f"{path} is a damaged training checkpoint (no {missing[0]!r})")
-        self._open_metrics(state["metric_lines"])
         task, epoch = state["position"]["task"], state["position"]["epoch"]
-        self._open_tensorboard(purge_step=_global_step(task, epoch + 1))  # epochs done: 1..epoch
+        self._open_logs(state["metric_lines"], purge_step=_global_step(task, epoch + 1))  # epochs 1..epoch
         return state
 
     def save_task_model(self, task: int, model_state: dict) -> None:
@@ -149,15 +138,14 @@ class RunFolder:
         self.save_seconds += time.perf_counter() - started
 
     # ------------------------------------------------------------------------------------------ metrics
-    def _open_metrics(self, lines: int) -> None:
-        """Keep the first ``lines`` metric rows (all rows up to the checkpoint) and append from there."""
+    def _open_logs(self, lines: int, purge_step: int | None) -> None:
+        """Keep the first ``lines`` metric rows (all rows up to the checkpoint) and append from there; open
+        the TensorBoard writer (when installed), dropping its events from ``purge_step`` on."""
         path = self.path / "metrics.csv"
         rows = path.read_text().splitlines(keepends=True)[1 : lines + 1] if path.exists() else []
         header = ",".join(METRIC_COLUMNS) + "\n"
         write_atomic(path, (header + "".join(rows)).encode())
         self.metric_lines = len(rows)
-
-    def _open_tensorboard(self, purge_step: int | None) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
@@ -194,6 +182,30 @@ def _global_step(task: int, epoch: int) -> int:
     return task * 1000 + epoch
 
 
+def check_format(info: dict, path: Path) -> None:
+    """A run folder's ``run.json`` or a multi-seed folder's ``sweep.json`` must have a format version this
+    maskcl reads."""
+    version = info.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MaskclError(f"{path} has no format_version: not a maskcl run folder")
+    if version > FORMAT_VERSION:
+        raise MaskclError(
+            f"{path.parent} was written by a newer maskcl (run format {version}; this one reads "
+            f"{FORMAT_VERSION}): upgrade maskcl"
+        )
+
+
+def read_sweep(path: Path) -> tuple[dict, list[int]]:
+    """The base config and seeds of the multi-seed folder ``path`` (its ``sweep.json``)."""
+    file = path / SWEEP
+    sweep = read_json(file)
+    check_format(sweep, file)
+    config, seeds = sweep.get("config"), sweep.get("seeds")
+    if not isinstance(config, dict) or not isinstance(seeds, list) or not all(type(s) is int for s in seeds):
+        raise MaskclError(f"{file} is damaged: it needs a config object and a list of integer seeds")
+    return config, seeds
+
+
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``, or a one-line error naming the file."""
     try:
@@ -226,6 +238,11 @@ def load_run(path: str | Path, after_task: int | None = None, device: str = "cpu
 
     Select the task with :func:`maskcl.set_task` and call it, as ``maskcl eval DIR`` does.
     """
+    return load_run_and_scenario(path, after_task, device)[0]
+
+
+def load_run_and_scenario(path: str | Path, after_task: int | None = None, device: str = "cpu") -> tuple:
+    """:func:`load_run`'s model and the run's :class:`~maskcl.data.Scenario` (its data), built once."""
     from maskcl.train import build_method, load_scenario, resolve_device
 
     path = Path(path)
@@ -240,12 +257,13 @@ def load_run(path: str | Path, after_task: int | None = None, device: str = "cpu
         if not file.exists():
             raise MaskclError(f"{path} has no model after task {after_task} ({file.name} is missing)")
     state = load_checkpoint(file, kind="model")["model"]
-    model = build_method(config, load_scenario(config), resolve_device(device)).model
+    scenario = load_scenario(config)
+    model = build_method(config, scenario, resolve_device(device)).model
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise MaskclError(f"{file} does not fit this run's {config.arch} model: {one_line(err)}") from None
-    return model.eval()
+    return model.eval(), scenario
 
 
 def read_run_config(path: str | Path):
