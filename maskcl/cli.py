@@ -186,6 +186,9 @@ def _run_option(key: str, value):
         raise MaskclError(f"--checkpoint-interval must be >= 0 seconds, got {value}")
     if key == "seeds" and value is not None and not value:
         raise MaskclError("--seeds must list at least one seed")
+    if key == "seeds" and value is not None and len(set(value)) < len(value):
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        raise MaskclError(f"--seeds lists seed {repeated[0]} more than once")
     return value
 
 

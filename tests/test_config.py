@@ -170,6 +170,7 @@ BAD_CONFIGS = [
         ["seeds"],
         id="seeds-empty",
     ),
+    pytest.param("run.yaml", "seeds: [2, 0, 2]\n", ["seeds", "2", "more than once"], id="seeds-repeated"),
 ]
 
 
