@@ -9,6 +9,7 @@ One run (one seed) writes into its folder::
     metrics.csv                  one row per epoch (train loss, val acc) and per task end (test accs)
     tensorboard/                 the same scalars as TensorBoard events, when tensorboard is installed
     results.json                 the final results: the same bytes for the same config on a machine
+    .lock                        held while a process trains in the folder (a second one is refused)
 
 A multi-seed run writes ``seed-N/`` folders like that and ``summary.json`` (mean and std per metric).
 Checkpoints are :mod:`maskcl.checkpoint` files: safetensors plus JSON, written atomically.
@@ -20,6 +21,7 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from maskcl.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, 
 from maskcl.errors import MaskclError, one_line
 
 CHECKPOINT = "checkpoint.safetensors"
+LOCK = ".lock"
 SWEEP = "sweep.json"
 """A multi-seed folder's record of its seeds and base config (``--resume`` reads it)."""
 METRICS = ("acc", "bwt", "forgetting")
@@ -70,6 +73,7 @@ class RunFolder:
         self.save_seconds = 0.0  # time spent writing checkpoints in this session
         self._last_save = time.monotonic()
         self._writer: Any = None
+        self._lock: int | None = None
 
     # ------------------------------------------------------------------------------------ create / open
     def check_new(self) -> None:
@@ -93,6 +97,29 @@ class RunFolder:
         check_format(read_json(self.path / "run.json"), self.path / "run.json")
         self.resuming = True
         return read_json(self.path / "config.json")
+
+    def lock(self) -> None:
+        """Claim the folder for this process until :meth:`unlock`: a second process training here (two
+        ``--resume`` of one run, say) would overwrite the first one's checkpoints, so it is refused. An
+        advisory ``flock`` on ``.lock``: the system drops it when the process dies; where there is no
+        ``flock`` (Windows) nothing is claimed."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MaskclError(f"{self.path} is in use by another maskcl run; wait for it to stop") from None
+        self._lock = fd
+
+    def unlock(self) -> None:
+        """Release :meth:`lock`'s claim."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def write_run_info(self, state: str, timing: dict | None = None) -> None:
         import maskcl

@@ -451,9 +451,22 @@ def run(
     """
     config.validate()
     run_ = _Run(config, folder)
-    if folder is not None and not folder.resuming:
+    if folder is None:
+        return _run(run_, None, log, on_task_end, progress)
+    if not folder.resuming:
         folder.create(config.to_dict())
-    saved = folder.load_training_state() if folder is not None and folder.resuming else None
+    folder.lock()
+    try:
+        return _run(
+            run_, folder.load_training_state() if folder.resuming else None, log, on_task_end, progress
+        )
+    finally:
+        folder.unlock()
+
+
+def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> dict:
+    """:func:`run`'s body: continue ``run_`` from the training state ``saved`` (None: from the start)."""
+    config, folder = run_.config, run_.folder
     if saved is not None:
         try:
             run_.restore(saved)

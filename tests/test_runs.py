@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 from test_cli import write_npz
+from test_config import assert_one_line_error
 
 from maskcl.cli import main
+from maskcl.errors import MaskclError
 from maskcl.runs import RunFolder, load_run
 from maskcl.train import Interrupted, RunConfig, run
 
@@ -103,6 +105,33 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, data, reference):
     resumed = subprocess.run(cli("run", "--resume", str(out)), capture_output=True, text=True)
     assert resumed.returncode == 0 and "resumed at task" in resumed.stdout
     assert (out / "results.json").read_bytes() == (reference / "results.json").read_bytes()
+
+
+def test_a_folder_in_use_is_not_resumed_by_a_second_process(tmp_path, capsys, data, reference):
+    """While one process trains in a folder (here paused by SIGSTOP after its first checkpoint), a
+    ``--resume`` of it is refused in one line, and the first run, continued, ends as if alone."""
+    out = tmp_path / "run"
+    command = cli("run", "--data", data, *SMALL, "--quiet", "--checkpoint-interval", "0", "--out", str(out))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not (out / "checkpoint.safetensors").exists() and process.poll() is None:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGSTOP)
+    try:
+        saved = (out / "checkpoint.safetensors").read_bytes()
+        code = main(["run", "--resume", str(out), "--quiet"])
+        assert_one_line_error(code, capsys.readouterr().err, out, "in use by another maskcl run")
+        assert (out / "checkpoint.safetensors").read_bytes() == saved
+    finally:
+        process.send_signal(signal.SIGCONT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert (out / "results.json").read_bytes() == (reference / "results.json").read_bytes()
+    folder = RunFolder(out)  # the claim ended with the process: the folder can be claimed again
+    folder.lock()
+    with pytest.raises(MaskclError, match="in use"):
+        RunFolder(out).lock()
+    folder.unlock()
+    RunFolder(out).lock()
 
 
 class _StopAfter(RunFolder):
