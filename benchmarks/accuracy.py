@@ -96,6 +96,8 @@ EXPERIMENTS = {
     "hypermask-permuted": [
         ("hypermask 100-100, chunked (1024 chunks)", HYPERMASK_PERMUTED),
         ("hypermask 100-100, unchunked", {**HYPERMASK_PERMUTED, "chunks": 0}),
+        ("hypermask 200-200, chunked (1024 chunks)", {**HYPERMASK_PERMUTED, "hidden": (200, 200)}),
+        ("hypermask 200-200, unchunked", {**HYPERMASK_PERMUTED, "hidden": (200, 200), "chunks": 0}),
     ],
     # timm networks converted by maskcl.hat.convert, on 1x28x28 images (ImageNet stems, no pretraining)
     "converted": [
