@@ -34,6 +34,19 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def check_version(version: Any, damaged: str, written: str | Path, name: str) -> None:
+    """A format ``version`` this maskcl reads, or a one-line error: ``damaged`` when it is not an integer,
+    and "``written`` was written by a newer maskcl (``name`` N; ...)" when it is newer than
+    :data:`FORMAT_VERSION`."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MaskclError(damaged)
+    if version > FORMAT_VERSION:
+        raise MaskclError(
+            f"{written} was written by a newer maskcl ({name} {version}; this one reads {FORMAT_VERSION}): "
+            "upgrade maskcl"
+        )
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync of the folder.
 
@@ -131,13 +144,7 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError):
         raise MaskclError(f"{path} is a safetensors file but not a maskcl checkpoint") from None
     version = header.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise MaskclError(f"{path} is a damaged maskcl checkpoint (version {version!r})")
-    if version > FORMAT_VERSION:
-        raise MaskclError(
-            f"{path} was written by a newer maskcl (format {header['version']}; this one reads "
-            f"{FORMAT_VERSION}): upgrade maskcl"
-        )
+    check_version(version, f"{path} is a damaged maskcl checkpoint (version {version!r})", path, "format")
     if header.get("kind") != kind:
         raise MaskclError(f"{path} holds a {header.get('kind')!r} checkpoint, expected {kind!r}")
     try:

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from maskcl.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, write_atomic, write_json
+from maskcl.checkpoint import (
+    FORMAT_VERSION,
+    check_version,
+    load_checkpoint,
+    save_checkpoint,
+    write_atomic,
+    write_json,
+)
 from maskcl.errors import MaskclError, one_line
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -107,7 +114,10 @@ class RunFolder:
             import fcntl
         except ImportError:
             return
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise MaskclError(f"cannot claim {self.path}: {err.strerror or err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -212,14 +222,8 @@ def _global_step(task: int, epoch: int) -> int:
 def check_format(info: dict, path: Path) -> None:
     """A run folder's ``run.json`` or a multi-seed folder's ``sweep.json`` must have a format version this
     maskcl reads."""
-    version = info.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise MaskclError(f"{path} has no format_version: not a maskcl run folder")
-    if version > FORMAT_VERSION:
-        raise MaskclError(
-            f"{path.parent} was written by a newer maskcl (run format {version}; this one reads "
-            f"{FORMAT_VERSION}): upgrade maskcl"
-        )
+    damaged = f"{path} has no format_version: not a maskcl run folder"
+    check_version(info.get("format_version"), damaged, path.parent, "run format")
 
 
 def read_sweep(path: Path) -> tuple[dict, list[int]]:
