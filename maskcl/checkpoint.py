@@ -12,8 +12,10 @@ leaves either the previous file or the new one, both loadable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ FORMAT = "maskcl-checkpoint"
 FORMAT_VERSION = 1
 """Version of the checkpoint and run-folder format; a newer one is refused with a one-line error."""
 
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+"""The names of :func:`write_atomic`'s temporary files, ``.NAME.XXXXXXXX.tmp`` (a kill mid-write leaves
+one)."""
 _TENSOR, _DICT = "__tensor__", "__dict__"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -78,6 +83,57 @@ def write_atomic(path: str | Path, data: bytes) -> None:
 def write_json(path: str | Path, value: Any) -> None:
     """``value`` as indented JSON, written atomically."""
     write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def parse_json(text: str | bytes, source: str | Path) -> Any:
+    """The JSON value of ``text`` (from ``source``), or a one-line error naming ``source``: not JSON, or
+    nested deeper than Python's recursion limit (a hostile file must not end in a traceback)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise MaskclError(f"{source} is nested too deeply to be a maskcl file") from None
+    except ValueError as err:
+        raise MaskclError(f"{source} is not valid JSON ({err})") from None
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes: equal digests, equal tensors bit for bit."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+    if flat.numel():
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def check_like(saved: Any, expected: Any, where: str) -> None:
+    """``saved`` has the structure of ``expected``: the same dict keys, list lengths, scalar types, and
+    tensors of the same dtype and shape (a one-line error naming the first difference at ``where``)."""
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(saved, torch.Tensor):
+            raise MaskclError(f"{where} should be a tensor, got {type(saved).__name__}")
+        if saved.dtype != expected.dtype or saved.shape != expected.shape:
+            found, wanted = f"{saved.dtype} {tuple(saved.shape)}", f"{expected.dtype} {tuple(expected.shape)}"
+            raise MaskclError(f"{where} is {found}, expected {wanted}")
+    elif isinstance(expected, dict):
+        if not isinstance(saved, dict) or set(saved) != set(expected):
+            raise MaskclError(f"{where} does not hold the expected entries {sorted(map(str, expected))}")
+        for key, value in expected.items():
+            check_like(saved[key], value, f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(expected):
+            raise MaskclError(f"{where} should be a list of {len(expected)}")
+        for i, (mine, theirs) in enumerate(zip(saved, expected)):
+            check_like(mine, theirs, f"{where}.{i}")
+    elif expected is not None and not _same_scalar_kind(saved, expected):
+        raise MaskclError(f"{where} should be a {type(expected).__name__}, got {saved!r}")
+
+
+def _same_scalar_kind(saved: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(saved, bool):
+        return type(saved) is type(expected)
+    if isinstance(expected, float):
+        return isinstance(saved, (int, float))
+    return type(saved) is type(expected)
 
 
 def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -134,6 +190,8 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     try:
         tensors = load_safetensors(data)
         raw = _read_metadata(data)
+    except RecursionError:
+        raise MaskclError(f"{path} is not a readable checkpoint (its header is nested too deeply)") from None
     except (SafetensorError, ValueError, UnicodeDecodeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise MaskclError(f"{path} is not a readable checkpoint (corrupted or truncated: {reason})") from None
@@ -141,6 +199,10 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
         header = json.loads(raw["maskcl"])
         if header["format"] != FORMAT:
             raise KeyError("format")
+    except RecursionError:
+        raise MaskclError(
+            f"{path} is a damaged maskcl checkpoint (its header is nested too deeply)"
+        ) from None
     except (KeyError, TypeError, ValueError):
         raise MaskclError(f"{path} is a safetensors file but not a maskcl checkpoint") from None
     version = header.get("version")
@@ -149,6 +211,10 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
         raise MaskclError(f"{path} holds a {header.get('kind')!r} checkpoint, expected {kind!r}")
     try:
         return _unflatten(header["state"], tensors)
+    except RecursionError:
+        raise MaskclError(
+            f"{path} is a damaged maskcl checkpoint (its header is nested too deeply)"
+        ) from None
     except (KeyError, TypeError, ValueError) as err:
         raise MaskclError(f"{path} is a damaged maskcl checkpoint (missing {err})") from None
 

@@ -3,45 +3,44 @@
 - ``maskcl run``: trains a continual-learning run into a run folder (``--out DIR``, see
   :mod:`maskcl.runs`) and prints the accuracy matrix with ACC, BWT and forgetting. ``--config FILE``
   sets any flag from a YAML/JSON file (flags given on the command line win), ``--seeds 0,1,2`` runs each
-  seed and writes a summary, ``--resume DIR`` continues a stopped run. Ctrl-C saves a checkpoint first.
+  seed and writes a summary, ``--resume DIR`` continues a stopped run, ``--auto-resume`` makes the same
+  command line start, continue or report the run in ``--out DIR`` (for schedulers that requeue).
 - ``maskcl eval DIR``: re-evaluates a run's saved model after any of its tasks, on any learned task.
 - ``maskcl report DIR``: PNG plots and one self-contained HTML page of a finished run.
 
-Any bad input ends in one line on stderr, ``maskcl: error: ...``, and exit status 2, with nothing written.
+Exit status: 0 done; 2 bad input or a failed run, with one line on stderr, ``maskcl: error: ...``, and
+nothing written; 130 after SIGINT (Ctrl-C) and 143 after SIGTERM (what schedulers send first): a run
+being trained saves a checkpoint at its next step first, so that ``--resume`` or ``--auto-resume``
+continues it exactly. A second signal stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import shutil
 import signal
 import sys
-import tempfile
+import warnings
 from datetime import datetime
 from pathlib import Path
 
-from maskcl.checkpoint import FORMAT_VERSION, write_json
 from maskcl.config import FIELD_TYPES, check_value, config_from_dict, read_config_file
 from maskcl.context import task_state
-from maskcl.errors import MaskclError
+from maskcl.errors import MaskclError, MaskclWarning
 from maskcl.hat.method import MASK_INITS
 from maskcl.hat.scale import SCALE_SCHEDULES
 from maskcl.methods import METHODS
-from maskcl.metrics import AccuracyMatrix, forgetting_ratio, validate_accuracy_matrix
+from maskcl.metrics import AccuracyMatrix, validate_accuracy_matrix
 from maskcl.report import write_report
 from maskcl.runs import (
-    CHECKPOINT,
     DEFAULT_CHECKPOINT_INTERVAL,
     METRICS,
     SWEEP,
     RunFolder,
+    SweepFolder,
     load_run_and_scenario,
     read_json,
     read_run_config,
-    read_sweep,
     summarize,
 )
 from maskcl.train import (
@@ -100,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these options; flags win")
     p.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR with its own config")
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="start, continue or report the run of these options in --out DIR (one line for requeues)",
+    )
     p.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
     p.add_argument("--method", choices=sorted(METHODS), help=f"default: {d.method}")
     p.add_argument("--benchmark", choices=sorted(BENCHMARKS), help=f"default: {d.benchmark}")
@@ -145,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint-interval",
         type=float,
-        help=f"seconds between checkpoints in a task, 0: every step ({DEFAULT_CHECKPOINT_INTERVAL})",
+        help=f"seconds between checkpoints in a task; 0: every step, inf: at task ends only "
+        f"({DEFAULT_CHECKPOINT_INTERVAL})",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final table; no progress bar")
 
@@ -182,8 +187,8 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
 
 def _run_option(key: str, value):
     """``value`` of a run option, checked."""
-    if key == "checkpoint_interval" and value < 0:
-        raise MaskclError(f"--checkpoint-interval must be >= 0 seconds, got {value}")
+    if key == "checkpoint_interval" and not value >= 0:  # NaN too
+        raise MaskclError(f"--checkpoint-interval must be a number >= 0 seconds, got {value}")
     if key == "seeds" and value is not None and not value:
         raise MaskclError("--seeds must list at least one seed")
     if key == "seeds" and value is not None and len(set(value)) < len(value):
@@ -198,39 +203,51 @@ def _default_out(config: RunConfig) -> Path:
 
 
 def _joint_reference(path: str | None) -> list[list[float]] | None:
-    """The accuracy matrix of a joint run's results.json, checked before any training."""
+    """The accuracy matrix of a joint run's results.json, checked before any training (its size against
+    the run's tasks by :func:`maskcl.train.run`)."""
     if path is None:
         return None
     try:
-        matrix = json.loads(Path(path).read_text())["acc_matrix"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise MaskclError(
-            f"--joint-reference {path}: not a results.json with an acc_matrix ({err})"
-        ) from None
-    try:
+        matrix = read_json(Path(path))["acc_matrix"]
         validate_accuracy_matrix(matrix)
+    except KeyError:
+        raise MaskclError(f"--joint-reference {path}: not a results.json with an acc_matrix") from None
     except MaskclError as err:
         raise MaskclError(f"--joint-reference {path}: {err}") from None
     return matrix
 
 
+class Stopped(BaseException):
+    """A signal stopped the command at once (before any run folder was written, or a second signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Stopper:
-    """SIGINT (Ctrl-C) asks the current run folder to checkpoint and stop; a second one stops at once."""
+    """SIGINT (Ctrl-C) and SIGTERM ask the run folder being trained to checkpoint at its next step and stop;
+    while no folder is being written, or at a second signal, they stop at once (:class:`Stopped`)."""
+
+    signals = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.folder: RunFolder | None = None
 
     def __enter__(self) -> _Stopper:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {number: signal.signal(number, self._handle) for number in self.signals}
         return self
 
     def __exit__(self, *_) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
-    def _handle(self, *_) -> None:
-        if self.folder is None or self.folder.stop:
-            raise KeyboardInterrupt
-        self.folder.stop = True
+    def _handle(self, signum: int, _frame) -> None:
+        folder = self.folder
+        if folder is not None and folder.active and not folder.stop:
+            folder.stop = signum
+            return
+        raise Stopped(signum)
 
 
 def _print_results(results: dict) -> None:
@@ -248,42 +265,20 @@ def _print_results(results: dict) -> None:
 
 
 def _run_one(config: RunConfig, folder: RunFolder, options: dict, stopper: _Stopper, joint) -> dict:
-    """Train (or continue) one run in ``folder`` and write its results there."""
-    if folder.path.joinpath("results.json").exists():
+    """Train, continue or report one run in ``folder`` (as its mode says); its results are written there."""
+    results = folder.finished_results(config.to_dict())
+    if results is None:
+        quiet = options["quiet"]
+        progress = not quiet and sys.stderr.isatty()
+        log = (lambda _: None) if quiet else _progress_log if progress else print
+        stopper.folder = folder
+        results = run(config, log=log, folder=folder, progress=progress, joint_reference=joint)
+        if "timing" not in results:  # another process finished it meanwhile
+            print(f"{folder.path} has finished already")
+    else:
         print(f"{folder.path} has finished already")
-        return read_json(folder.path / "results.json")
-    quiet = options["quiet"]
-    progress = not quiet and sys.stderr.isatty()
-    log = (lambda _: None) if quiet else _progress_log if progress else print
-    stopper.folder = folder
-    created = not folder.resuming
-    try:
-        results = run(config, log=log, folder=folder, progress=progress)
-    except Interrupted:
-        raise
-    except MaskclError:
-        if created and not (folder.path / CHECKPOINT).exists():
-            shutil.rmtree(folder.path, ignore_errors=True)  # nothing to resume: leave nothing behind
-        raise
-    reference_error = None
-    if joint is not None:
-        try:
-            results["forgetting_ratio"] = forgetting_ratio(
-                results["acc_matrix"], joint, results["random_acc"]
-            )
-        except MaskclError as err:  # e.g. a reference with another number of tasks
-            reference_error = err
     _print_results(results)
-    try:
-        folder.finish(results)
-    except MaskclError as err:  # a finished run is never lost
-        fd, rescue = tempfile.mkstemp(prefix="maskcl-results-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=2)
-        raise MaskclError(f"{err}; the results were saved to {rescue}") from None
     print(f"results: {folder.path / 'results.json'}")
-    if reference_error is not None:
-        raise MaskclError(f"--joint-reference: {reference_error}; the results were written without it")
     return results
 
 
@@ -293,7 +288,7 @@ def _progress_log(line: str) -> None:
     tqdm.write(line)
 
 
-def command_run(args: argparse.Namespace) -> None:
+def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
     given = vars(args)
     if "resume" in given:
         out = Path(args.resume)
@@ -302,60 +297,50 @@ def command_run(args: argparse.Namespace) -> None:
             flag = "--" + clashes[0].replace("_", "-")
             raise MaskclError(f"--resume continues {out} with its own config: drop {flag}")
         if (out / SWEEP).exists():
-            config_values, seeds = read_sweep(out)
-            config = config_from_dict(config_values, source=str(out / SWEEP))
+            config_values, seeds = SweepFolder(out, "resume").read()
+            config = config_from_dict(config_values, source=str(out / SWEEP), complete=True)
         else:
             config, seeds = read_run_config(out), None
         options = {**RUN_DEFAULTS, "seeds": seeds, "out": str(out)}
-        options |= {k: given[k] for k in ("quiet", "checkpoint_interval") if k in given}
+        options |= {k: _run_option(k, given[k]) for k in ("quiet", "checkpoint_interval") if k in given}
+        mode = "resume"
     else:
         config, options = _settings(args)
+        if "auto_resume" in given and not options["out"]:
+            raise MaskclError("--auto-resume needs --out DIR: the folder the command starts or continues")
         out = Path(options["out"]) if options["out"] else _default_out(config)
-        RunFolder(out).check_new()
+        mode = "auto" if "auto_resume" in given else "new"
+        if mode == "new":
+            RunFolder(out).check_new()
     joint = _joint_reference(options["joint_reference"])
     interval = options["checkpoint_interval"]
-    with _Stopper() as stopper:
-        try:
-            if options["seeds"] is None:
-                folder = RunFolder(out, interval)
-                if "resume" in given:
-                    folder.open()
-                _run_one(config, folder, options, stopper, joint)
-                return
-            if "resume" not in given:
-                _create_sweep(out, config, options["seeds"])
+    try:
+        if options["seeds"] is None:
+            _run_one(config, RunFolder(out, interval, mode), options, stopper, joint)
+            return
+        sweep = SweepFolder(out, mode)
+        seeds = list(options["seeds"])
+        with sweep.session(config.to_dict(), seeds):
             results = []
-            for seed in options["seeds"]:
-                folder = RunFolder(out / f"seed-{seed}", interval)
-                if folder.path.exists():
-                    folder.open()
+            for seed in seeds:
+                folder = sweep.run_folder(seed, interval)
                 print(f"seed {seed}: {folder.path}")
                 results.append(
                     _run_one(dataclasses.replace(config, seed=seed), folder, options, stopper, joint)
                 )
-            summary = {"method": config.method, "seeds": list(options["seeds"])}
-            summary |= {"runs": [f"seed-{s}" for s in options["seeds"]], **summarize(results)}
-            write_json(out / "summary.json", summary)
-            print(
-                "over seeds "
-                + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)
-            )
-        except Interrupted:
-            raise Interrupted(f"stopped; checkpoint saved: continue with maskcl run --resume {out}") from None
+            summary = {"method": config.method, "seeds": seeds}
+            summary |= {"runs": [f"seed-{s}" for s in seeds], **summarize(results)}
+            sweep.write_summary(summary)
+        print(
+            "over seeds "
+            + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)
+        )
+    except Interrupted as stop:
+        message = f"stopped; checkpoint saved: continue with maskcl run --resume {out}"
+        raise Interrupted(f"{message} (or the same command with --auto-resume)", stop.signum) from None
 
 
-def _create_sweep(out: Path, config: RunConfig, seeds: tuple[int, ...]) -> None:
-    RunFolder(out).check_new()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MaskclError(f"cannot create {out}: {err.strerror or err}") from None
-    write_json(
-        out / SWEEP, {"format_version": FORMAT_VERSION, "seeds": list(seeds), "config": config.to_dict()}
-    )
-
-
-def command_eval(args: argparse.Namespace) -> None:
+def command_eval(args: argparse.Namespace, _stopper: _Stopper) -> None:
     model, scenario = load_run_and_scenario(args.dir, args.after_task, device=args.device)
     learned = task_state(model).learned_tasks()
     tasks = list(args.tasks) if args.tasks else learned
@@ -367,23 +352,39 @@ def command_eval(args: argparse.Namespace) -> None:
         print(f"task {task}: test acc {evaluate(model, scenario[task].test, task, device):.4f}")
 
 
-def command_report(args: argparse.Namespace) -> None:
+def command_report(args: argparse.Namespace, _stopper: _Stopper) -> None:
     print(f"report: {write_report(args.dir)}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """maskcl's warnings as one line, ``maskcl: warning: ...``; others as Python shows them."""
+    if issubclass(category, MaskclWarning):
+        print(f"maskcl: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        {"run": command_run, "eval": command_eval, "report": command_report}[args.command](args)
-    except Interrupted as stop:
-        print(f"maskcl: {stop}", file=sys.stderr)
-        return 130
-    except MaskclError as err:
-        print(f"maskcl: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("maskcl: interrupted", file=sys.stderr)
-        return 130
+    """The command line; returns the exit status (see the module docstring)."""
+    with _Stopper() as stopper, warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.simplefilter("always", MaskclWarning)
+        try:
+            args = build_parser().parse_args(argv)
+            {"run": command_run, "eval": command_eval, "report": command_report}[args.command](args, stopper)
+        except Interrupted as stop:
+            print(f"maskcl: {stop}", file=sys.stderr)
+            return 128 + stop.signum
+        except MaskclError as err:
+            print(f"maskcl: error: {err}", file=sys.stderr)
+            return 2
+        except (Stopped, KeyboardInterrupt) as stop:
+            number = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+            print(f"maskcl: stopped by {signal.Signals(number).name}", file=sys.stderr)
+            return 128 + number
     return 0
 
 

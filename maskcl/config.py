@@ -7,13 +7,13 @@ error naming the file and the key. A run folder's ``config.json`` is a valid con
 
 from __future__ import annotations
 
-import json
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from maskcl.checkpoint import parse_json
 from maskcl.errors import MaskclError
 from maskcl.train import RunConfig
 
@@ -26,10 +26,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise MaskclError(f"cannot read config {path}: {err.strerror or err}") from None
     if path.suffix == ".json":
-        try:
-            values = json.loads(text)
-        except ValueError as err:
-            raise MaskclError(f"{path} is not valid JSON ({err})") from None
+        values = parse_json(text, path)
     else:
         try:
             import yaml
@@ -37,6 +34,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise MaskclError(f"{path}: YAML config files need PyYAML: pip install 'maskcl[yaml]'") from None
         try:
             values = yaml.safe_load(text)
+        except RecursionError:
+            raise MaskclError(f"{path} is nested too deeply to be a maskcl config") from None
         except yaml.YAMLError as err:
             raise MaskclError(f"{path} is not valid YAML ({' '.join(str(err).split())})") from None
     if values is None:
@@ -82,10 +81,18 @@ def check_value(key: str, value: Any, kind: Any) -> Any:
 FIELD_TYPES = typing.get_type_hints(RunConfig)
 
 
-def config_from_dict(values: Mapping[str, Any], source: str, base: RunConfig | None = None) -> RunConfig:
+def config_from_dict(
+    values: Mapping[str, Any], source: str, base: RunConfig | None = None, complete: bool = False
+) -> RunConfig:
     """``base`` (default: the defaults) with ``values`` applied, type-checked and validated; errors start
-    with ``source`` (the file) and name the key."""
+    with ``source`` (the file) and name the key. ``complete``: every field must be given (a run folder's
+    ``config.json``, which a missing key would otherwise silently fill with today's defaults)."""
     fields = (base or RunConfig()).to_dict()
+    missing = [key for key in fields if key not in values]
+    if complete and missing:
+        raise MaskclError(
+            f"{source} lacks {', '.join(missing)} (edited by hand?): it cannot say how the run ran"
+        )
     for key, value in values.items():
         if key not in FIELD_TYPES:
             raise MaskclError(f"{source}: unknown key {key!r}")

@@ -16,3 +16,8 @@ def one_line(error: BaseException) -> str:
     if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
         return lines[1]
     return lines[0] if lines else type(error).__name__
+
+
+class MaskclWarning(UserWarning):
+    """Something the user should know that does not stop the run (the command line prints it in one line,
+    ``maskcl: warning: ...``)."""

@@ -55,6 +55,11 @@ class Method:
         """The method's own state inside a task, beyond the model's and the optimizer's (for checkpoints)."""
         return {}
 
+    def extra_memory(self) -> int:
+        """Bytes the method keeps over the run beyond the model's parameters and buffers, at least (what
+        :func:`maskcl.train.check_memory` adds before allocating; the model may be on the meta device)."""
+        return 0
+
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` after ``start_task`` of the same task (resuming a checkpoint)."""
 
@@ -86,6 +91,10 @@ class HATMethod(Method):
 
     def state_dict(self) -> dict:
         return self.hat.state_dict()
+
+    def extra_memory(self) -> int:
+        """The exact protection's two integer copies (kept bits, frozen bits) of the protected tensors."""
+        return 2 * sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     def load_state_dict(self, state: dict) -> None:
         self.hat.load_state_dict(state)
@@ -122,6 +131,12 @@ class HyperMaskMethod(Method):
 
     def state_dict(self) -> dict:
         return self.hypermask.state_dict()
+
+    def extra_memory(self) -> int:
+        """One cached mask per task and the task's snapshot of the target's weights (and, with
+        ``l1_masked``, their weighting): ``(T + 2) x W`` floats for ``W`` masked weights."""
+        weights = sum(self.model.sizes)
+        return (self.model.state.num_tasks + 2) * weights * 4
 
     def load_state_dict(self, state: dict) -> None:
         self.hypermask.load_state_dict(state)

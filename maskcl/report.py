@@ -123,6 +123,12 @@ def _read_run(path: Path, name: str) -> _Run:
             raise MaskclError(f"{path}: {metric!r} must be a number")
     if not isinstance(results.get("config", {}), dict):
         raise MaskclError(f"{path}: 'config' must be a JSON object")
+    inference = results.get("task_inference", {})
+    if not isinstance(inference, dict):
+        raise MaskclError(f"{path}: 'task_inference' must be a JSON object")
+    for key in INFERENCE_NAMES:
+        if key in inference and not _is_number(inference[key]):
+            raise MaskclError(f"{path}: task_inference {key!r} must be a number, got {inference[key]!r}")
     return _Run(name, path, results, matrix)
 
 

@@ -2,27 +2,51 @@
 
 One run (one seed) writes into its folder::
 
+    .lock                        claimed (flock) while a process writes here; a second one is refused
     config.json                  the fully resolved config (a valid ``--config`` file)
-    run.json                     format version, maskcl/torch versions, state, timing
+    run.json                     format version, maskcl/torch versions, thread count, state, timing
     checkpoint.safetensors       the latest training state (model, optimizer, method, RNG, position)
     models/task-K.safetensors    the model after task K (what ``maskcl eval --after-task K`` loads)
     metrics.csv                  one row per epoch (train loss, val acc) and per task end (test accs)
     tensorboard/                 the same scalars as TensorBoard events, when tensorboard is installed
     results.json                 the final results: the same bytes for the same config on a machine
-    .lock                        held while a process trains in the folder (a second one is refused)
 
-A multi-seed run writes ``seed-N/`` folders like that and ``summary.json`` (mean and std per metric).
-Checkpoints are :mod:`maskcl.checkpoint` files: safetensors plus JSON, written atomically.
+What is promised, and how:
+
+- **One process at a time.** A folder is claimed before anything is written into it: the folder is made
+  if missing, then ``.lock`` is locked with ``flock`` (the system drops it when the process dies, so a
+  killed run never leaves a stale claim). A second process gets one line and touches nothing; a process
+  that fails removes only the files it created itself, and only when they hold nothing to resume.
+- **Every write is atomic** (:func:`maskcl.checkpoint.write_atomic`). A kill can leave a temporary file
+  ``.NAME.XXXXXXXX.tmp``; the next start or resume removes them, and ``tensorboard/`` is rebuilt from
+  ``metrics.csv`` at each resume, so the folder does not grow under repeated preemption.
+- **The states a kill can leave** are all continued: no ``config.json`` (nothing started; begin), a
+  config but no checkpoint (killed before its first checkpoint; begin again), a checkpoint (continue from
+  it, bit-exactly), ``results.json`` (finished; ``run.json`` is repaired if the kill came between the two).
+- **A model file holds what its task changed**: a tensor equal, bit for bit, to one that an earlier
+  ``models/task-J`` file stores already (a finished task's mask or head) is stored there only once and
+  referred to by its SHA-256; :func:`load_task_model` puts the model back together and checks each digest.
+
+A multi-seed run (:class:`SweepFolder`) writes ``sweep.json``, one such folder per seed (``seed-N/``) and
+``summary.json`` (mean and std per metric).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import re
+import shutil
+import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +55,46 @@ from torch import nn
 
 from maskcl.checkpoint import (
     FORMAT_VERSION,
+    TEMPORARY_NAME,
     check_version,
     load_checkpoint,
+    parse_json,
     save_checkpoint,
+    tensor_digest,
     write_atomic,
-    write_json,
 )
-from maskcl.errors import MaskclError, one_line
+from maskcl.errors import MaskclError, MaskclWarning, one_line
+
+__all__ = [
+    "FolderClaim",
+    "RunFolder",
+    "SweepFolder",
+    "load_run",
+    "load_run_and_scenario",
+    "load_task_model",
+    "read_run_config",
+    "summarize",
+    "task_model_files",
+]
 
 CHECKPOINT = "checkpoint.safetensors"
+CONFIG = "config.json"
+INFO = "run.json"
+RESULTS = "results.json"
+METRICS_FILE = "metrics.csv"
+TENSORBOARD = "tensorboard"
+MODELS = "models"
 LOCK = ".lock"
 SWEEP = "sweep.json"
-"""A multi-seed folder's record of its seeds and base config (``--resume`` reads it)."""
+"""A multi-seed folder's record of its seeds and base config."""
+SUMMARY = "summary.json"
 METRICS = ("acc", "bwt", "forgetting")
 DEFAULT_CHECKPOINT_INTERVAL = 300.0
 """Seconds between two checkpoints inside a task (one is always written at each task's end)."""
 METRIC_COLUMNS = ("task", "epoch", "name", "value")
+MODES = ("new", "resume", "auto")
+"""How a :class:`RunFolder` is opened: ``new`` (the folder must hold nothing), ``resume`` (it must hold a
+run), ``auto`` (start, continue or report, whichever the folder calls for)."""
 TRAINING_STATE = (
     "config",
     "position",
@@ -59,79 +107,324 @@ TRAINING_STATE = (
     "seconds",
 )
 """What a training checkpoint holds (:meth:`maskcl.train._Run.checkpoint`)."""
+_MODEL_FILE = re.compile(r"task-(\d+)\.safetensors")
+
+
+# ------------------------------------------------------------------------------------------------ claims
+class FolderClaim:
+    """An exclusive claim on a folder while one process writes into it, and the record of what that process
+    created there, so that a failed start removes exactly that (see the module docstring).
+
+    ``acquire`` makes the folder (and missing parents) and locks ``.lock`` with ``flock``. It then checks
+    that ``.lock`` is still the file it locked: a process that gives its folder up removes the lock file
+    while holding it, and a process that had opened the old file retries on the new one. Where there is no
+    ``flock`` (Windows) the folder is made but not locked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._created: list[Path] = []
+
+    def acquire(self) -> None:
+        """Claim the folder, or a one-line error: in use by another process, or not a folder we can make."""
+        for _ in range(8):
+            created: list[Path] = []
+            lock = self.path / LOCK
+            try:
+                created += _make_folders(self.path)
+                try:
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                    created.append(lock)
+                except FileExistsError:
+                    fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:  # another process gave the folder up meanwhile: again
+                continue
+            except OSError as err:
+                raise MaskclError(f"cannot create {self.path}: {err.strerror or err}") from None
+            if not _flock(fd):
+                os.close(fd)
+                raise MaskclError(f"{self.path} is in use by another maskcl run; wait for it to stop")
+            if _same_file(fd, lock):
+                self._fd, self._created = fd, created
+                self.remove_temporary_files()
+                return
+            os.close(fd)
+        raise MaskclError(f"cannot claim {self.path}: other processes keep removing it")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def remove_temporary_files(self) -> None:
+        """Remove the temporary files an atomic write killed half-way left in the folder and ``models/``."""
+        for folder in (self.path, self.path / MODELS):
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    if TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file():
+                        entry.unlink(missing_ok=True)
+
+    def note(self, path: Path) -> None:
+        """``path`` is about to be made by this process (call before making it)."""
+        if not path.exists():
+            self._created.append(path)
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write ``path`` atomically, noting it when it is new."""
+        self.note(path)
+        write_atomic(path, data)
+
+    def mkdir(self, path: Path) -> None:
+        self.note(path)
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as err:
+            raise MaskclError(f"cannot create {path}: {err.strerror or err}") from None
+
+    def abandon(self) -> None:
+        """Remove what this process created, newest first (the lock file while still holding it, then the
+        folder and parents it made, when empty), and release the claim."""
+        lock = self.path / LOCK
+        for path in reversed(self._created):
+            if path == lock or not _inside(path, self.path):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if lock in self._created:
+            lock.unlink(missing_ok=True)
+        self.release()
+        for path in reversed(self._created):
+            if path != lock and not _inside(path, self.path):
+                with contextlib.suppress(OSError):  # not empty (another process's files), or gone
+                    path.rmdir()
+        self._created = []
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path != folder and folder in path.parents
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Make ``path`` and its missing parents; the ones this call made, outermost first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    made = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+            made.append(folder)
+        except FileExistsError:
+            pass
+    if not path.is_dir():
+        raise MaskclError(f"cannot create {path}: it exists and is not a folder")
+    return made
+
+
+def _flock(fd: int) -> bool:
+    """Lock ``fd`` exclusively without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: nothing is claimed
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+# -------------------------------------------------------------------------------------------- one run
+@dataclass
+class Opened:
+    """What a claimed run folder holds for the run: the training ``state`` to continue from (None: begin),
+    or the ``results`` of the run, finished already."""
+
+    state: dict | None = None
+    results: dict | None = None
 
 
 class RunFolder:
     """The folder of one run: its config, checkpoints, metrics and results (see the module docstring).
 
-    ``checkpoint_interval``: seconds between checkpoints inside a task (0: after every step).
-    Setting ``stop`` (e.g. from a SIGINT handler) makes the run save a checkpoint at its next step and
-    stop with :class:`maskcl.train.Interrupted`.
+    ``mode``: ``new`` (the default; the folder must be absent or empty), ``resume`` (it must hold a run:
+    :meth:`open` sets it and returns the run's config) or ``auto`` (start when it holds nothing resumable,
+    continue a run of the same config, report a finished one; another config is refused).
+    ``checkpoint_interval``: seconds between checkpoints inside a task (0: after every step; ``inf``: only at
+    task ends). Setting ``stop`` (e.g. from a SIGINT or SIGTERM handler, to the signal's number) while the
+    folder is ``active`` makes the run save a checkpoint at its next step and stop with
+    :class:`maskcl.train.Interrupted`.
     """
 
-    def __init__(self, path: str | Path, checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL) -> None:
-        if checkpoint_interval < 0:
-            raise MaskclError(f"checkpoint_interval must be >= 0 seconds, got {checkpoint_interval}")
+    def __init__(
+        self,
+        path: str | Path,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        mode: str = "new",
+    ) -> None:
+        if not checkpoint_interval >= 0:  # NaN too
+            raise MaskclError(f"checkpoint_interval must be a number >= 0 seconds, got {checkpoint_interval}")
+        if mode not in MODES:
+            raise MaskclError(f"unknown run-folder mode {mode!r}; known: {', '.join(MODES)}")
         self.path = Path(path)
         self.checkpoint_interval = checkpoint_interval
-        self.stop = False
-        self.resuming = False  # set by open(): the run continues from the folder's checkpoint
+        self.mode = mode
+        self.stop: int = 0  # the number of the signal that asked to stop; 0: go on
+        self.active = False  # True while a session claims the folder: a stop is then honoured at a step
         self.metric_lines = 0
         self.save_seconds = 0.0  # time spent writing checkpoints in this session
         self._last_save = time.monotonic()
         self._writer: Any = None
-        self._lock: int | None = None
+        self._claim = FolderClaim(self.path)
+        self._started = False  # this process began the run here (nothing was resumable)
+        self._checkpointed = False  # this process wrote a checkpoint
+        self._info: dict = {}
+        self._model_index: tuple[int, dict[str, tuple[int, str]]] | None = None
 
-    # ------------------------------------------------------------------------------------ create / open
+    # -------------------------------------------------------------------------------- before the claim
     def check_new(self) -> None:
-        """A new run may start here: the folder is new or empty."""
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            raise MaskclError(f"{self.path} already exists and is not an empty folder; choose another")
-
-    def create(self, config: dict) -> None:
-        """Start a new run here: the folder must be new or empty."""
-        self.check_new()
-        try:
-            (self.path / "models").mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise MaskclError(f"cannot create {self.path}: {err.strerror or err}") from None
-        write_json(self.path / "config.json", config)
-        self.write_run_info(state="running")
-        self._open_logs(0, purge_step=None)
+        """A new run may start here: the folder is absent or empty (read-only; :meth:`session` checks again
+        under the claim)."""
+        if self.path.exists() and (not self.path.is_dir() or _entries(self.path)):
+            raise MaskclError(
+                f"{self.path} already exists and is not an empty folder; choose another --out, or continue "
+                "its run with --resume DIR (or this command with --auto-resume)"
+            )
 
     def open(self) -> dict:
-        """Reopen an existing run to resume it; returns its config (as saved in ``config.json``)."""
-        check_format(read_json(self.path / "run.json"), self.path / "run.json")
-        self.resuming = True
-        return read_json(self.path / "config.json")
+        """Reopen the run here to resume it; returns its config (as saved in ``config.json``)."""
+        self.mode = "resume"
+        if (self.path / INFO).exists():
+            check_format(read_json(self.path / INFO), self.path / INFO)
+        config = self.saved_config()
+        if config is None:
+            raise MaskclError(
+                f"{self.path} holds no maskcl run (no {CONFIG}); to start one there: maskcl run ... "
+                "--out DIR --auto-resume"
+            )
+        return config
 
-    def lock(self) -> None:
-        """Claim the folder for this process until :meth:`unlock`: a second process training here (two
-        ``--resume`` of one run, say) would overwrite the first one's checkpoints, so it is refused. An
-        advisory ``flock`` on ``.lock``: the system drops it when the process dies; where there is no
-        ``flock`` (Windows) nothing is claimed."""
+    def saved_config(self) -> dict | None:
+        """The config in ``config.json``, or None when there is none."""
+        path = self.path / CONFIG
+        return read_json(path) if path.exists() else None
+
+    def finished_results(self, config: dict) -> dict | None:
+        """The results of a finished run of ``config`` here (``resume``/``auto`` modes), else None; a
+        ``run.json`` left "running" by a kill after ``results.json`` was written is set to finished."""
+        if self.mode == "new" or not (self.path / RESULTS).is_file():
+            return None
+        self._check_same_config(config)
+        results = read_json(self.path / RESULTS)
         try:
-            import fcntl
-        except ImportError:
+            self._claim.acquire()
+        except MaskclError:  # in use: the process using it repairs it
+            return results
+        try:
+            self._mark_finished()
+        finally:
+            self._claim.release()
+        return results
+
+    def _mark_finished(self) -> None:
+        """Under the claim: set ``run.json`` to finished if a kill came after ``results.json`` was written."""
+        info = read_json(self.path / INFO) if (self.path / INFO).exists() else {}
+        if info.get("state") != "finished":
+            self._info = info
+            self._write_info("finished", info.get("timing"))
+
+    # ------------------------------------------------------------------------------------------ session
+    @contextmanager
+    def session(self, config: dict, device: str = "cpu") -> Iterator[Opened]:
+        """Claim the folder and begin, continue or report the run of ``config`` there (as the mode says).
+
+        On failure, a session that wrote no checkpoint removes what it created (a run it began, the lock
+        file); anything resumable stays. The claim ends with the session.
+        """
+        self.active = True
+        try:
+            self._claim.acquire()
+            try:
+                yield self._begin(config, device)
+            except BaseException:
+                self._close_writer()
+                if not self._checkpointed:
+                    self._claim.abandon()
+                raise
+            finally:
+                self._close_writer()
+                self._claim.release()
+        finally:
+            self.active = False
+
+    def _begin(self, config: dict, device: str) -> Opened:
+        if self.mode == "new":
+            if _entries(self.path):
+                self.check_new()
+            return self._start(config, device)
+        saved = self.saved_config()
+        if saved is None:
+            if self.mode == "resume":
+                self.open()  # the one-line error
+            if _entries(self.path) - {MODELS} or _entries(self.path / MODELS):
+                raise MaskclError(
+                    f"{self.path} is not empty and holds no maskcl run (no {CONFIG}); choose another --out"
+                )
+            return self._start(config, device)
+        self._check_same_config(config)
+        if (self.path / RESULTS).is_file():
+            self._mark_finished()
+            return Opened(results=read_json(self.path / RESULTS))
+        if not (self.path / CHECKPOINT).exists():  # stopped before its first checkpoint: begin again
+            return self._start(config, device, over=True)
+        info = read_json(self.path / INFO)
+        check_format(info, self.path / INFO)
+        self._info = info
+        _warn_if_other_machine(info, device)
+        return Opened(state=self._load_training_state())
+
+    def _check_same_config(self, config: dict) -> None:
+        saved = self.saved_config()
+        if saved is None:
             return
-        try:
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise MaskclError(f"cannot claim {self.path}: {err.strerror or err}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise MaskclError(f"{self.path} is in use by another maskcl run; wait for it to stop") from None
-        self._lock = fd
+        differences = config_differences(saved, config)
+        if differences:
+            raise MaskclError(
+                f"{self.path} holds a run of another configuration ({'; '.join(differences)}): "
+                "choose another --out"
+            )
 
-    def unlock(self) -> None:
-        """Release :meth:`lock`'s claim."""
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+    def _start(self, config: dict, device: str, over: bool = False) -> Opened:
+        """Begin the run here; ``over``: replace what an earlier attempt, stopped before its first
+        checkpoint, left (the same config's files)."""
+        if over:
+            for name in (INFO, METRICS_FILE, TENSORBOARD, MODELS):
+                path = self.path / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self._started = True
+        self._claim.write(self.path / CONFIG, _json_bytes(config))
+        self._info = {"threads": torch.get_num_threads(), "device": device}
+        self._write_info("running")
+        self._open_logs(0)
+        return Opened()
 
-    def write_run_info(self, state: str, timing: dict | None = None) -> None:
+    def _write_info(self, state: str, timing: dict | None = None) -> None:
         import maskcl
 
         info = {
@@ -139,55 +432,104 @@ class RunFolder:
             "state": state,
             "maskcl": maskcl.__version__,
             "torch": torch.__version__,
+            "threads": self._info.get("threads"),
+            "device": self._info.get("device"),
             "timing": timing,
         }
-        write_json(self.path / "run.json", info)
+        self._claim.write(self.path / INFO, _json_bytes(info))
 
     # ------------------------------------------------------------------------------------- checkpoints
     def checkpoint_due(self) -> bool:
-        return self.stop or time.monotonic() - self._last_save >= self.checkpoint_interval
+        return bool(self.stop) or time.monotonic() - self._last_save >= self.checkpoint_interval
 
     def save_training_state(self, state: dict) -> None:
         self._save(self.path / CHECKPOINT, state, kind="training")
+        self._checkpointed = True
         self._last_save = time.monotonic()
 
-    def load_training_state(self) -> dict | None:
-        """The latest training state, or None if the run stopped before its first checkpoint. The metrics
-        written after that checkpoint are dropped: the resumed run writes them again."""
+    def _load_training_state(self) -> dict:
+        """The latest training state. The metrics written after it are dropped (the run writes them again)."""
         path = self.path / CHECKPOINT
-        if not path.exists():
-            self._open_logs(0, purge_step=None)
-            return None
         state = load_checkpoint(path, kind="training")
         missing = [key for key in TRAINING_STATE if key not in state]
         if missing:
             raise MaskclError(f"{path} is a damaged training checkpoint (no {missing[0]!r})")
-        task, epoch = state["position"]["task"], state["position"]["epoch"]
-        self._open_logs(state["metric_lines"], purge_step=_global_step(task, epoch + 1))  # epochs 1..epoch
+        lines = state["metric_lines"]
+        if type(lines) is not int or lines < 0:
+            raise MaskclError(f"{path} is a damaged training checkpoint (metric_lines {lines!r})")
+        self._open_logs(lines)
         return state
 
-    def save_task_model(self, task: int, model_state: dict) -> None:
-        self._save(self.path / "models" / f"task-{task}.safetensors", {"model": model_state}, kind="model")
+    def save_task_model(self, task: int, model_state: dict[str, torch.Tensor]) -> None:
+        """Write ``models/task-K``: the tensors that differ from those stored for task K-1 and, for every
+        tensor, the task file that stores it and its SHA-256 (see :func:`load_task_model`)."""
+        index = self._previous_index(task)
+        digests = {key: tensor_digest(value) for key, value in model_state.items()}
+        stored_in = {
+            key: index[key][0] if key in index and index[key][1] == digest else task
+            for key, digest in digests.items()
+        }
+        kept = {key: value for key, value in model_state.items() if stored_in[key] == task}
+        self._claim.mkdir(self.path / MODELS)
+        state = {"model": kept, "stored_in": stored_in, "digests": digests}
+        self._save(self.path / MODELS / f"task-{task}.safetensors", state, kind="model")
+        self._model_index = (task, {key: (stored_in[key], digests[key]) for key in digests})
+
+    def _previous_index(self, task: int) -> dict[str, tuple[int, str]]:
+        """Where each tensor of ``models/task-(K-1)`` is stored, with its digest ({} for the first task, or
+        when that file is missing or of format 1, which stores every tensor)."""
+        if self._model_index is not None and self._model_index[0] == task - 1:
+            return self._model_index[1]
+        previous = self.path / MODELS / f"task-{task - 1}.safetensors"
+        if task == 0 or not previous.exists():
+            return {}
+        state = load_checkpoint(previous, kind="model")
+        stored_in, digests = state.get("stored_in"), state.get("digests")
+        if not isinstance(stored_in, dict) or not isinstance(digests, dict):
+            return {}
+        return {key: (stored_in[key], digests[key]) for key in stored_in if key in digests}
 
     def _save(self, path: Path, state: dict, kind: str) -> None:
         started = time.perf_counter()
+        self._claim.note(path)
         save_checkpoint(path, state, kind=kind)
         self.save_seconds += time.perf_counter() - started
 
     # ------------------------------------------------------------------------------------------ metrics
-    def _open_logs(self, lines: int, purge_step: int | None) -> None:
-        """Keep the first ``lines`` metric rows (all rows up to the checkpoint) and append from there; open
-        the TensorBoard writer (when installed), dropping its events from ``purge_step`` on."""
-        path = self.path / "metrics.csv"
-        rows = path.read_text().splitlines(keepends=True)[1 : lines + 1] if path.exists() else []
-        header = ",".join(METRIC_COLUMNS) + "\n"
-        write_atomic(path, (header + "".join(rows)).encode())
+    def _open_logs(self, lines: int) -> None:
+        """Keep the first ``lines`` rows of metrics.csv (all rows up to the checkpoint) and append from there;
+        rebuild ``tensorboard/`` from those rows (when tensorboard is installed), so that events written
+        after the checkpoint, and the files of earlier sessions, are gone."""
+        path = self.path / METRICS_FILE
+        rows = path.read_text().splitlines(keepends=True)[1:] if path.exists() else []
+        if len(rows) < lines:
+            warnings.warn(
+                f"{path} has {len(rows)} rows, fewer than the {lines} the checkpoint counted: "
+                "the missing rows are not written again",
+                MaskclWarning,
+                stacklevel=2,
+            )
+        rows = rows[:lines]
+        self._claim.write(path, (",".join(METRIC_COLUMNS) + "\n" + "".join(rows)).encode())
         self.metric_lines = len(rows)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return
-        self._writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+        folder = self.path / TENSORBOARD
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        self._claim.note(folder)
+        self._writer = SummaryWriter(str(folder))
+        for number, row in enumerate(csv.reader(rows), start=2):
+            try:
+                task, epoch, name, value = row
+                self._writer.add_scalar(
+                    f"task_{task}/{name}", float(value), _global_step(int(task), int(epoch))
+                )
+            except ValueError:
+                raise MaskclError(f"{path}: line {number} is damaged ({','.join(row)!r})") from None
+        self._writer.flush()
 
     def log_metrics(self, task: int, epoch: int, values: dict[str, float]) -> None:
         """Append ``values`` of ``task`` after ``epoch`` (1-based) to metrics.csv and TensorBoard."""
@@ -195,7 +537,7 @@ class RunFolder:
         writer = csv.writer(text, lineterminator="\n")
         for name, value in values.items():
             writer.writerow((task, epoch, name, repr(float(value))))
-        with open(self.path / "metrics.csv", "a") as file:
+        with open(self.path / METRICS_FILE, "a") as file:
             file.write(text.getvalue())
         self.metric_lines += len(values)
         if self._writer is not None:
@@ -204,19 +546,76 @@ class RunFolder:
                 self._writer.add_scalar(f"task_{task}/{name}", value, step)
             self._writer.flush()
 
-    def finish(self, results: dict) -> None:
-        """Write ``results.json`` (without the timings, kept in run.json) and mark the run finished."""
-        timing = {**results.get("timing", {}), "checkpoint_seconds_last_session": self.save_seconds}
-        write_json(self.path / "results.json", {k: v for k, v in results.items() if k != "timing"})
-        self.write_run_info(state="finished", timing=timing)
+    def _close_writer(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def finish(self, results: dict) -> None:
+        """Write ``results.json`` (without the timings, kept in run.json), then mark the run finished. A
+        ``results.json`` that cannot be written is saved to a temporary file elsewhere, named in the error:
+        a finished run is never lost."""
+        timing = {**results.get("timing", {}), "checkpoint_seconds_last_session": self.save_seconds}
+        kept = {key: value for key, value in results.items() if key != "timing"}
+        try:
+            self._claim.write(self.path / RESULTS, _json_bytes(kept))
+        except MaskclError as err:
+            fd, rescue = tempfile.mkstemp(prefix="maskcl-results-", suffix=".json")
+            with os.fdopen(fd, "wb") as file:
+                file.write(_json_bytes(kept))
+            raise MaskclError(f"{err}; the results were saved to {rescue}") from None
+        self._write_info("finished", timing)
+        self._close_writer()
+
+
+def _entries(folder: Path) -> set[str]:
+    """The names in ``folder`` but its ``.lock`` (an empty set when it is missing or not a folder)."""
+    if not folder.is_dir():
+        return set()
+    return {entry.name for entry in folder.iterdir() if entry.name != LOCK}
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2) + "\n").encode()
 
 
 def _global_step(task: int, epoch: int) -> int:
     """TensorBoard's step for ``epoch`` of ``task``: tasks are 1000 epochs apart, so curves line up."""
     return task * 1000 + epoch
+
+
+def _warn_if_other_machine(info: dict, device: str) -> None:
+    """Warn when a resumed run computes with another thread count or device than its first session: the
+    floating-point sums, and so the results, may then differ in their last bits."""
+    threads = torch.get_num_threads()
+    saved_threads, saved_device = info.get("threads"), info.get("device")
+    if saved_threads is not None and saved_threads != threads:
+        warnings.warn(
+            f"this run started with {saved_threads} threads and continues with {threads}: results may "
+            "differ in the last bits from an uninterrupted run (set OMP_NUM_THREADS to match)",
+            MaskclWarning,
+            stacklevel=3,
+        )
+    if saved_device is not None and saved_device != device:
+        warnings.warn(
+            f"this run started on {saved_device} and continues on {device}: results may differ in the "
+            "last bits from an uninterrupted run",
+            MaskclWarning,
+            stacklevel=3,
+        )
+
+
+def config_differences(saved: dict, ours: dict, labels: tuple[str, str] = ("there", "here")) -> list[str]:
+    """The keys on which two configs differ, as ``"lr 0.05 there, 0.01 here"`` (JSON values compared)."""
+    theirs, mine = json.loads(json.dumps(saved)), json.loads(json.dumps(ours))
+    missing = object()
+    differences = []
+    for key in sorted(set(theirs) | set(mine), key=str):
+        there, here = theirs.get(key, missing), mine.get(key, missing)
+        if there != here:
+            show = ["(missing)" if value is missing else json.dumps(value) for value in (there, here)]
+            differences.append(f"{key} {show[0]} {labels[0]}, {show[1]} {labels[1]}")
+    return differences
 
 
 def check_format(info: dict, path: Path) -> None:
@@ -226,28 +625,81 @@ def check_format(info: dict, path: Path) -> None:
     check_version(info.get("format_version"), damaged, path.parent, "run format")
 
 
-def read_sweep(path: Path) -> tuple[dict, list[int]]:
-    """The base config and seeds of the multi-seed folder ``path`` (its ``sweep.json``)."""
-    file = path / SWEEP
-    sweep = read_json(file)
-    check_format(sweep, file)
-    config, seeds = sweep.get("config"), sweep.get("seeds")
-    if not isinstance(config, dict) or not isinstance(seeds, list) or not all(type(s) is int for s in seeds):
-        raise MaskclError(f"{file} is damaged: it needs a config object and a list of integer seeds")
-    return config, seeds
-
-
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``, or a one-line error naming the file."""
     try:
-        value = json.loads(path.read_text())
-    except OSError as err:
-        raise MaskclError(f"cannot read {path}: {err.strerror or err}") from None
-    except ValueError as err:
-        raise MaskclError(f"{path} is not valid JSON ({err})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise MaskclError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    value = parse_json(text, path)
     if not isinstance(value, dict):
         raise MaskclError(f"{path} does not hold a JSON object")
     return value
+
+
+# --------------------------------------------------------------------------------------- many seeds
+class SweepFolder:
+    """The folder of a multi-seed run: ``sweep.json`` (its seeds and base config), ``seed-N/`` run folders
+    and ``summary.json``. ``mode`` as for :class:`RunFolder`; a failed start that left no seed's run
+    behind removes what this process created."""
+
+    def __init__(self, path: str | Path, mode: str = "new") -> None:
+        if mode not in MODES:
+            raise MaskclError(f"unknown run-folder mode {mode!r}; known: {', '.join(MODES)}")
+        self.path, self.mode = Path(path), mode
+        self._claim = FolderClaim(self.path)
+
+    def read(self) -> tuple[dict, list[int]]:
+        """The base config and seeds in ``sweep.json``."""
+        file = self.path / SWEEP
+        sweep = read_json(file)
+        check_format(sweep, file)
+        config, seeds = sweep.get("config"), sweep.get("seeds")
+        if (
+            not isinstance(config, dict)
+            or not isinstance(seeds, list)
+            or not all(type(s) is int for s in seeds)
+        ):
+            raise MaskclError(f"{file} is damaged: it needs a config object and a list of integer seeds")
+        return config, seeds
+
+    def run_folder(self, seed: int, checkpoint_interval: float) -> RunFolder:
+        """The run folder of ``seed`` (begun, continued or reported as its state calls for)."""
+        return RunFolder(self.path / f"seed-{seed}", checkpoint_interval, mode="auto")
+
+    @contextmanager
+    def session(self, config: dict, seeds: list[int]) -> Iterator[None]:
+        """Claim the folder; check or write ``sweep.json`` for ``config`` and ``seeds``."""
+        self._claim.acquire()
+        started = False
+        try:
+            file = self.path / SWEEP
+            if self.mode == "new" or (self.mode == "auto" and not file.exists()):
+                if _entries(self.path):
+                    RunFolder(self.path).check_new()
+                started = True
+                sweep = {"format_version": FORMAT_VERSION, "seeds": list(seeds), "config": config}
+                self._claim.write(file, _json_bytes(sweep))
+            else:
+                saved_config, saved_seeds = self.read()
+                differences = config_differences(saved_config, config)
+                if saved_seeds != list(seeds):
+                    differences.insert(0, f"seeds {saved_seeds} there, {list(seeds)} here")
+                if differences:
+                    raise MaskclError(
+                        f"{self.path} holds a multi-seed run of another configuration "
+                        f"({'; '.join(differences)}): choose another --out"
+                    )
+            yield
+        except BaseException:
+            if not started or not any((self.path / f"seed-{seed}").exists() for seed in seeds):
+                self._claim.abandon()  # only what this process created: no seed's run is lost
+            raise
+        finally:
+            self._claim.release()
+
+    def write_summary(self, summary: dict) -> None:
+        self._claim.write(self.path / SUMMARY, _json_bytes(summary))
 
 
 def summarize(results: list[dict]) -> dict:
@@ -262,6 +714,62 @@ def summarize(results: list[dict]) -> dict:
         spread = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
         summary[key] = {"mean": mean, "std": math.sqrt(spread), "values": values}
     return summary
+
+
+# ------------------------------------------------------------------------------------- reading models
+def task_model_files(path: str | Path) -> dict[int, Path]:
+    """The run folder's ``models/task-K.safetensors`` files by task K (other files there are ignored)."""
+    folder = Path(path) / MODELS
+    if not folder.is_dir():
+        return {}
+    found = (_MODEL_FILE.fullmatch(entry.name) for entry in folder.iterdir())
+    return {int(match[1]): folder / match[0] for match in found if match and match[1].isascii()}
+
+
+def load_task_model(path: str | Path, task: int) -> dict[str, torch.Tensor]:
+    """The model state saved after ``task`` in the run folder ``path``: the tensors of its
+    ``models/task-K`` file and those it refers to in earlier task files, each checked against its SHA-256
+    (files of run format 1 hold every tensor themselves)."""
+    files = task_model_files(path)
+    if task not in files:
+        raise MaskclError(
+            f"{path} has no model after task {task} (models/task-{task}.safetensors is missing)"
+        )
+    file = files[task]
+    state = load_checkpoint(file, kind="model")
+    model = state.get("model")
+    stored_in, digests = state.get("stored_in"), state.get("digests")
+    if not isinstance(model, dict):
+        raise MaskclError(f"{file} is a damaged model file (no model)")
+    if stored_in is None:
+        return model
+    if not _valid_manifest(stored_in, digests, model, task):
+        raise MaskclError(f"{file} is a damaged model file (its list of stored tensors does not add up)")
+    model = dict(model)
+    for earlier in sorted({j for j in stored_in.values() if j != task}):
+        if earlier not in files:
+            raise MaskclError(
+                f"{file} needs tensors stored in models/task-{earlier}.safetensors, which is missing"
+            )
+        theirs = load_checkpoint(files[earlier], kind="model").get("model")
+        for key in (k for k, j in stored_in.items() if j == earlier):
+            value = theirs.get(key) if isinstance(theirs, dict) else None
+            if not isinstance(value, torch.Tensor) or tensor_digest(value) != digests[key]:
+                raise MaskclError(
+                    f"{file} needs {key} from {files[earlier].name}, which does not hold it as saved "
+                    "(another run's file?)"
+                )
+            model[key] = value
+    return {key: model[key] for key in stored_in}
+
+
+def _valid_manifest(stored_in: Any, digests: Any, model: dict, task: int) -> bool:
+    if not isinstance(stored_in, dict) or not isinstance(digests, dict) or set(stored_in) != set(digests):
+        return False
+    for key, where in stored_in.items():
+        if type(where) is not int or not 0 <= where <= task or (where == task) != (key in model):
+            return False
+    return set(model) <= set(stored_in)
 
 
 def load_run(path: str | Path, after_task: int | None = None, device: str = "cpu") -> nn.Module:
@@ -279,27 +787,35 @@ def load_run_and_scenario(path: str | Path, after_task: int | None = None, devic
     path = Path(path)
     config = read_run_config(path)
     if after_task is None:
-        finished = sorted((path / "models").glob("task-*.safetensors"), key=lambda p: int(p.stem[5:]))
-        if not finished:
+        files = task_model_files(path)
+        if not files:
             raise MaskclError(f"{path} has no finished task yet (no models/task-K.safetensors)")
-        file = finished[-1]
-    else:
-        file = path / "models" / f"task-{after_task}.safetensors"
-        if not file.exists():
-            raise MaskclError(f"{path} has no model after task {after_task} ({file.name} is missing)")
-    state = load_checkpoint(file, kind="model")["model"]
+        after_task = max(files)
+    state = load_task_model(path, after_task)
+    target = resolve_device(device)
     scenario = load_scenario(config)
-    model = build_method(config, scenario, resolve_device(device)).model
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise MaskclError(f"{file} does not fit this run's {config.arch} model: {one_line(err)}") from None
+    model = build_method(config, scenario, target).model
+    file = path / MODELS / f"task-{after_task}.safetensors"
+    load_model_state(model, state, f"{file}", config.arch)
     return model.eval(), scenario
 
 
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
+    """``model.load_state_dict(state)``, refusing in one line a state of another shape or dtype (torch would
+    convert another dtype silently)."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, MaskclError) as err:
+        raise MaskclError(f"{source} does not fit this run's {arch} model: {one_line(err)}") from None
+    ours = model.state_dict()
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and key in ours and value.dtype != ours[key].dtype:
+            raise MaskclError(f"{source}: {key} is {value.dtype}, but this run's model has {ours[key].dtype}")
+
+
 def read_run_config(path: str | Path):
-    """The validated :class:`~maskcl.train.RunConfig` of the run folder ``path``."""
+    """The validated :class:`~maskcl.train.RunConfig` of the run folder ``path`` (every key present)."""
     from maskcl.config import config_from_dict
 
     path = Path(path)
-    return config_from_dict(RunFolder(path).open(), source=str(path / "config.json"))
+    return config_from_dict(RunFolder(path).open(), source=str(path / CONFIG), complete=True)

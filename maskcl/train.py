@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
+import math
 import os
+import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskcl.checkpoint import check_like
 from maskcl.context import set_task
 from maskcl.data import (
     Scenario,
@@ -27,16 +30,22 @@ from maskcl.data import (
     split_cifar100,
     split_fashion_mnist,
 )
-from maskcl.errors import MaskclError, one_line
+from maskcl.errors import MaskclError, MaskclWarning, one_line
 from maskcl.hat.capacity import capacity
 from maskcl.hat.convert import convert
 from maskcl.hat.method import MASK_INITS
 from maskcl.hat.scale import SCALE_SCHEDULES
 from maskcl.inference import infer_task
 from maskcl.methods import Method, method_class
-from maskcl.metrics import AccuracyMatrix, random_stratified_accuracy
+from maskcl.metrics import (
+    AccuracyMatrix,
+    forgetting_ratio,
+    random_stratified_accuracy,
+    validate_accuracy_matrix,
+)
 from maskcl.models import create_model, list_models
-from maskcl.runs import CHECKPOINT, RunFolder
+from maskcl.resources import check_fits
+from maskcl.runs import CHECKPOINT, RunFolder, config_differences, load_model_state
 
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-fmnist": (split_fashion_mnist, 5),
@@ -132,21 +141,45 @@ class RunConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise MaskclError(f"--{name} must be {rule}, got {getattr(self, name.replace('-', '_'))}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MaskclError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self) -> RunConfig:
+        """This config with ``data`` as an absolute path (``~`` expanded), so that a run folder's config
+        works from any directory."""
+        if self.data is None:
+            return self
+        return dataclasses.replace(self, data=os.path.abspath(os.path.expanduser(self.data)))
+
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+"""What ``--device`` takes; ``auto`` is CUDA when available, else the CPU."""
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
+    """The device ``name`` (one of :data:`DEVICES`), available here, or a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise MaskclError(f"unknown device {name!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MaskclError(f"device {name!r} asked for, but CUDA is not available here")
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise MaskclError(f"unknown device {name!r}; known: {', '.join(DEVICES)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MaskclError(f"device {name!r} asked for, but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MaskclError(
+                f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} GPUs"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MaskclError(f"device {name!r} asked for, but MPS (Apple's GPU) is not available here")
     return device
 
 
@@ -207,6 +240,39 @@ def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Op
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
+OPTIMIZER_SLOTS = {"sgd": 0, "adam": 2, "adamw": 2}
+"""Tensors the optimizer keeps per parameter (SGD: one more with momentum)."""
+
+
+def check_memory(config: RunConfig, scenario: Scenario, device: torch.device) -> None:
+    """Refuse in one line, before allocating it, a network that cannot fit on ``device``.
+
+    The network is built on the meta device (sizes, no memory) and what training needs at least is
+    ``P (2 + k) + B + M``: the parameters' bytes ``P`` for the weights, their gradients and the optimizer's
+    ``k`` tensors each, the buffers ``B``, and what the method keeps besides (``M``,
+    :meth:`~maskcl.methods.Method.extra_memory`). Activations come on top. A network that cannot be built
+    on the meta device is not checked.
+    """
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            method = build_method(config, scenario, torch.device("meta"))
+    except MaskclError:
+        raise
+    except Exception:  # e.g. a model that reads its own values while being built
+        return
+    model = method.model
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    slots = OPTIMIZER_SLOTS[config.optimizer] + (config.optimizer == "sgd" and config.momentum > 0)
+    need = params * (2 + slots) + buffers + method.extra_memory()
+    check_fits(need, f"the {config.method} {config.arch} network ({params // 4:,} parameters)", device)
+
+
+def check_tasks_fit(tasks: int) -> None:
+    """``tasks`` tasks' accuracy matrix (``T x T`` numbers, also as lists in each checkpoint) must fit."""
+    check_fits(40 * tasks * tasks, f"--tasks {tasks}: the {tasks} x {tasks} accuracy matrix")
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: TaskData, task: int, device: torch.device, batch_size: int = 1000
@@ -262,7 +328,13 @@ def _cycle(data: TaskData, batch_size: int, generator: torch.Generator, device: 
 
 
 class Interrupted(MaskclError):
-    """Raised by :func:`run` after it saved a checkpoint because a stop was asked (``folder.stop``)."""
+    """Raised by :func:`run` after it saved a checkpoint because a stop was asked (``folder.stop``);
+    ``signum`` is the signal that asked (``maskcl run`` exits with ``128 + signum``: 130 for SIGINT, 143 for
+    SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 @dataclass
@@ -284,8 +356,12 @@ class _Run:
     def __init__(self, config: RunConfig, folder: RunFolder | None) -> None:
         self.config, self.folder = config, folder
         self.device = resolve_device(config.device)
+        if config.tasks is not None:
+            check_tasks_fit(config.tasks)
         self.scenario = load_scenario(config)
+        check_tasks_fit(self.scenario.num_tasks)
         torch.manual_seed(config.seed)
+        check_memory(config, self.scenario, self.device)
         self.method = build_method(config, self.scenario, self.device)
         self.model = self.method.model
         self.optimizer = build_optimizer(config, self.model)
@@ -313,18 +389,24 @@ class _Run:
         }
 
     def restore(self, state: dict) -> None:
-        """Continue from :meth:`checkpoint`'s ``state``. Inside a task, the method's ``start_task`` runs on
+        """Continue from :meth:`checkpoint`'s ``state``, once every part of it is checked against this run
+        (config, position, tensors' dtypes and shapes). Inside a task, the method's ``start_task`` runs on
         the saved model (its snapshots of protected weights are taken from it); the model is loaded a
         second time afterwards, since ``start_task`` may initialise the task's own parameters."""
         _check_same_run(state["config"], self.config)
+        self._check_position(state["position"])
+        self._check_rest(state)
+        model_state = state["model"]
+        load_model_state(self.model, model_state, "its model", self.config.arch)
         self.position = _Position(**state["position"])
         if self.position.epoch_loss is not None:
             self.position.epoch_loss = self.position.epoch_loss.to(self.device)
-        self.model.load_state_dict(state["model"])
         if self.position.in_task:
             self.start_task()
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(model_state)
+            check_like(state["method"], self.method.state_dict(), "its method state")
             self.method.load_state_dict(state["method"])
+        _check_optimizer_state(state["optimizer"], self.optimizer)
         self.optimizer.load_state_dict(state["optimizer"])
         self.matrix = AccuracyMatrix.from_matrix(state["matrix"])
         self.seconds_before = state["seconds"]
@@ -333,9 +415,54 @@ class _Run:
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
+    def _check_position(self, position: dict) -> None:
+        """The saved position lies in this run: task ``0..T`` (``T``: done), epoch ``0..E``, step within the
+        epoch, and the generator state and loss sum of the right kind."""
+        names = [field.name for field in dataclasses.fields(_Position)]
+        if not isinstance(position, dict) or sorted(position) != sorted(names):
+            raise MaskclError(f"its position is damaged (it needs {', '.join(names)})")
+        task, epoch, step, in_task = (position[k] for k in ("task", "epoch", "step", "in_task"))
+        tasks, epochs = self.scenario.num_tasks, self.config.epochs
+        if type(task) is not int or not 0 <= task <= tasks:
+            raise MaskclError(f"its position is task {task!r}, but this run has tasks 0-{tasks - 1}")
+        if type(epoch) is not int or not 0 <= epoch <= epochs:
+            raise MaskclError(f"its position is epoch {epoch!r}, but this run has {epochs} epochs a task")
+        if type(in_task) is not bool or (in_task and task == tasks):
+            raise MaskclError(f"its position is damaged (in_task {in_task!r} at task {task})")
+        steps = max(d.num_batches(self.config.batch_size) for d in self._datas(task)) if task < tasks else 0
+        if type(step) is not int or not 0 <= step <= steps:
+            raise MaskclError(f"its position is step {step!r}, but an epoch of task {task} has {steps} steps")
+        for name, like in (("generator", self.generator.get_state()), ("epoch_loss", torch.zeros(()))):
+            if position[name] is not None:
+                check_like(position[name], like, f"its position's {name}")
+            elif step > 0:
+                raise MaskclError(f"its position is damaged (no {name} in the middle of an epoch)")
+
+    def _check_rest(self, state: dict) -> None:
+        """The random generators' states, the accuracy matrix and the time are of this run's kind."""
+        rng = state["rng"]
+        if not isinstance(rng, dict):
+            raise MaskclError("its random generator states are damaged")
+        check_like(rng.get("torch"), torch.get_rng_state(), "its torch generator state")
+        check_like(rng.get("generator"), self.generator.get_state(), "its data generator state")
+        if "cuda" in rng and torch.cuda.is_available():
+            check_like(rng["cuda"], torch.cuda.get_rng_state_all(), "its CUDA generator states")
+        matrix = state["matrix"]
+        if not isinstance(matrix, list) or len(matrix) != self.scenario.num_tasks:
+            raise MaskclError(
+                f"its accuracy matrix is not {self.scenario.num_tasks} x {self.scenario.num_tasks}"
+            )
+        AccuracyMatrix.from_matrix(matrix)  # fractions or None
+        seconds = state["seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise MaskclError(f"its training time {seconds!r} is not a number of seconds")
+
+    def _datas(self, task: int) -> list[TaskData]:
+        return [self.scenario[t].train for t in self.method.training_tasks(task)]
+
     def task_data(self) -> tuple[list[int], list[TaskData], int]:
         tasks = self.method.training_tasks(self.position.task)
-        datas = [self.scenario[t].train for t in tasks]
+        datas = self._datas(self.position.task)
         return tasks, datas, max(d.num_batches(self.config.batch_size) for d in datas)
 
     def start_task(self) -> None:
@@ -348,13 +475,46 @@ def _cuda_rng() -> dict:
 
 
 def _check_same_run(saved: dict, config: RunConfig) -> None:
-    """A checkpoint of another method, architecture or data cannot continue this run."""
-    ours = json.loads(json.dumps(config.to_dict()))  # tuples as the checkpoint's JSON lists
-    for key in ("method", "arch", "benchmark", "data", "scenario", "tasks", "hidden", "channels", "seed"):
-        if saved.get(key) != ours[key]:
-            raise MaskclError(
-                f"the checkpoint is of another run ({key} {saved.get(key)!r}; this run has {ours[key]!r})"
-            )
+    """A checkpoint of another configuration (any key) cannot continue this run."""
+    if not isinstance(saved, dict):
+        raise MaskclError("its config is damaged")
+    differences = config_differences(saved, config.to_dict(), ("in the checkpoint", "in the run's config"))
+    if differences:
+        raise MaskclError(f"the checkpoint is of another configuration ({'; '.join(differences)})")
+
+
+def _check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> None:
+    """The saved optimizer state is this optimizer's: the same parameter groups and hyperparameters, and
+    per-parameter tensors of the parameter's dtype and shape (torch would convert another dtype silently)."""
+    ours = optimizer.state_dict()
+    if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
+        raise MaskclError("its optimizer state is damaged")
+    groups = saved["param_groups"]
+    if len(groups) != len(ours["param_groups"]):
+        raise MaskclError(f"its optimizer has {len(groups)} parameter groups, this run's has 1")
+    for theirs, mine in zip(groups, ours["param_groups"]):
+        if not isinstance(theirs, dict):
+            raise MaskclError("its optimizer state is damaged")
+        differences = config_differences(
+            {k: v for k, v in theirs.items() if k in mine},
+            {k: v for k, v in mine.items() if k in theirs},
+            ("in the checkpoint", "in this run"),
+        )
+        if differences:
+            raise MaskclError(f"its optimizer differs from this run's ({'; '.join(differences)})")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = saved.get("state")
+    if not isinstance(state, dict):
+        raise MaskclError("its optimizer state is damaged")
+    for index, entries in state.items():
+        if type(index) is not int or not 0 <= index < len(params) or not isinstance(entries, dict):
+            raise MaskclError(f"its optimizer state has an entry {index!r} for no parameter of this run")
+        param = params[index]
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                check_like(value, param.detach(), f"its optimizer's {name} of parameter {index}")
+            elif isinstance(value, torch.Tensor) and not value.is_floating_point():
+                raise MaskclError(f"its optimizer's {name} of parameter {index} is {value.dtype}")
 
 
 def _batches(run_: _Run, tasks: list[int], datas: list[TaskData]) -> Iterator[tuple]:
@@ -397,7 +557,7 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
             if bar is not None:
                 bar.update()
             if folder is not None and folder.checkpoint_due():
-                _save(run_, interrupted=folder.stop)
+                _save(run_)
         if bar is not None:
             bar.close()
         mean_loss = float(position.epoch_loss) / steps_per_epoch
@@ -426,10 +586,17 @@ def _progress_bar(enabled: bool, total: int, done: int, description: str):
     return tqdm(total=total, initial=done, desc=description, leave=False)
 
 
-def _save(run_: _Run, interrupted: bool = False) -> None:
-    run_.folder.save_training_state(run_.checkpoint(run_.folder.metric_lines))
-    if interrupted:
-        raise Interrupted(f"stopped; checkpoint saved: continue with maskcl run --resume {run_.folder.path}")
+def _save(run_: _Run) -> None:
+    """Checkpoint; then stop with :class:`Interrupted` if a stop was asked."""
+    folder = run_.folder
+    folder.save_training_state(run_.checkpoint(folder.metric_lines))
+    if folder.stop:
+        signum = signal.SIGINT if folder.stop is True else folder.stop
+        raise Interrupted(
+            f"stopped; checkpoint saved: continue with maskcl run --resume {folder.path} "
+            "(or the same command with --auto-resume)",
+            signum,
+        )
 
 
 def run(
@@ -438,30 +605,50 @@ def run(
     on_task_end: Callable[[nn.Module, int], None] | None = None,
     folder: RunFolder | None = None,
     progress: bool = False,
+    joint_reference: list[list[float]] | None = None,
 ) -> dict:
     """Run the continual-learning experiment ``config`` and return its results (see ``maskcl run``).
 
     ``log`` receives one line per epoch and per task; ``on_task_end(model, task)`` is called after each
-    task is learned and evaluated. With a :class:`~maskcl.runs.RunFolder`, the run creates it (once the
-    data and model are built) and writes its metrics and checkpoints there; with a folder reopened by
-    :meth:`~maskcl.runs.RunFolder.open`, it continues from the folder's last checkpoint, and the results
-    are the same as those of a run never stopped. ``progress`` shows a bar per epoch (needs tqdm).
+    task is learned and evaluated. With a :class:`~maskcl.runs.RunFolder`, the run claims the folder
+    (once the data and model are built and checked, so bad input writes nothing) and begins, continues or
+    reports the run there as the folder's mode says; it writes metrics, checkpoints and models as it
+    goes and ``results.json`` at the end, and the results are the same as those of a run never stopped.
+    ``progress`` shows a bar per epoch (needs tqdm). ``joint_reference``: a joint run's accuracy matrix
+    (``T x T``, checked before training), from which ``forgetting_ratio`` is added.
 
-    The results are deterministic for a config on a machine; timings are kept apart in ``timing``.
+    The results are deterministic for a config on a machine with a thread count; timings are kept apart
+    in ``timing``. ``data`` is stored as an absolute path.
     """
+    config = config.resolved()
     config.validate()
     run_ = _Run(config, folder)
+    if joint_reference is not None:
+        tasks = run_.scenario.num_tasks
+        if len(validate_accuracy_matrix(joint_reference)) != tasks:
+            raise MaskclError(
+                f"the joint reference has {len(joint_reference)} tasks, this run {tasks}: it cannot serve"
+            )
     if folder is None:
-        return _run(run_, None, log, on_task_end, progress)
-    if not folder.resuming:
-        folder.create(config.to_dict())
-    folder.lock()
-    try:
-        return _run(
-            run_, folder.load_training_state() if folder.resuming else None, log, on_task_end, progress
-        )
-    finally:
-        folder.unlock()
+        return _with_ratio(_run(run_, None, log, on_task_end, progress), joint_reference)
+    with folder.session(config.to_dict(), str(run_.device)) as opened:
+        if opened.results is not None:
+            return opened.results
+        results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
+        folder.finish(results)
+        return results
+
+
+def _with_ratio(results: dict, joint_reference: list[list[float]] | None) -> dict:
+    """``results`` with HAT's forgetting ratio against the joint run (a warning where it is undefined)."""
+    if joint_reference is not None:
+        try:
+            results["forgetting_ratio"] = forgetting_ratio(
+                results["acc_matrix"], joint_reference, results["random_acc"]
+            )
+        except MaskclError as err:
+            warnings.warn(f"--joint-reference: {err}; the results are written without it", MaskclWarning, 2)
+    return results
 
 
 def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> dict:
@@ -489,7 +676,7 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
             row = {f"test_acc_task_{j}": run_.matrix.row(task)[j] for j in range(task + 1)}
             folder.log_metrics(task, config.epochs, row)
             folder.save_task_model(task, model.state_dict())
-            _save(run_, interrupted=folder.stop)
+            _save(run_)
     results = run_.matrix.compute()
     results.update(
         random_acc=[random_stratified_accuracy(t.test.y.numpy()) for t in scenario.tasks],

@@ -166,7 +166,9 @@ def test_results_that_cannot_be_written_are_rescued_not_lost(tmp_path, capsys, m
     rescue.unlink()
 
 
-def test_joint_reference_adds_the_forgetting_ratio_and_a_mismatch_keeps_the_results(tmp_path, capsys):
+def test_joint_reference_adds_the_forgetting_ratio_and_a_mismatch_is_refused_before_training(
+    tmp_path, capsys
+):
     data = str(write_npz(tmp_path / "d.npz"))
     code, _, _ = run_cli(
         ["--data", data, "--method", "joint", "--out", str(tmp_path / "joint"), *LEARN], capsys
@@ -184,11 +186,18 @@ def test_joint_reference_adds_the_forgetting_ratio_and_a_mismatch_keeps_the_resu
     assert (code == 2 and "square" in err) or "not" in err
     three = tmp_path / "three.json"
     three.write_text(json.dumps({"acc_matrix": [[0.9, 0, 0], [0.9, 0.9, 0], [0.9, 0.9, 0.9]]}))
-    code, _, err = run_cli(
-        ["--data", data, "--joint-reference", str(three), "--out", str(tmp_path / "kept"), *LEARN], capsys
+    code, stdout, err = run_cli(
+        ["--data", data, "--joint-reference", str(three), "--out", str(tmp_path / "never"), *LEARN], capsys
     )
-    assert code == 2 and "written without it" in err
-    assert "acc_matrix" in json.loads((tmp_path / "kept" / "results.json").read_text())
+    assert code == 2 and err.count("\n") == 1 and "joint reference has 3 tasks, this run 2" in err
+    assert "task 0" not in stdout and not (tmp_path / "never").exists()  # found before any training
+    chance = tmp_path / "chance.json"  # a reference no better than chance: the ratio is undefined
+    chance.write_text(json.dumps({"acc_matrix": [[0.5, None], [0.5, 0.5]]}))
+    code, _, err = run_cli(
+        ["--data", data, "--joint-reference", str(chance), "--out", str(tmp_path / "kept"), *LEARN], capsys
+    )
+    assert code == 0 and err.startswith("maskcl: warning: --joint-reference:") and "without it" in err
+    assert "forgetting_ratio" not in json.loads((tmp_path / "kept" / "results.json").read_text())
 
 
 @pytest.mark.parametrize("method", ["hat", "finetune"])

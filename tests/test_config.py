@@ -244,7 +244,7 @@ def test_resume_of_an_intact_stopped_run_works(stopped, capsys):
 def test_resume_of_a_missing_folder(tmp_path, capsys):
     missing = tmp_path / "never-ran"
     code, _, err = cli(["run", "--resume", str(missing)], capsys)
-    assert_one_line_error(code, err, missing / "run.json")
+    assert_one_line_error(code, err, missing, "holds no maskcl run (no config.json)")
     assert not missing.exists()
 
 
@@ -253,7 +253,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     folder.mkdir()
     (folder / "notes.txt").write_text("hello")
     code, _, err = cli(["run", "--resume", str(folder)], capsys)
-    assert_one_line_error(code, err, folder / "run.json")
+    assert_one_line_error(code, err, folder, "no config.json")
     (folder / "run.json").write_text('{"state": "running"}')
     code, _, err = cli(["run", "--resume", str(folder)], capsys)
     assert_one_line_error(code, err, folder / "run.json", "format_version")
@@ -297,7 +297,10 @@ def test_resume_with_a_config_json_that_is_bad(stopped, capsys):
 
 @pytest.mark.parametrize(
     ("other", "fragments"),
-    [("wide", ["hidden", "[32, 32]", "[16, 16]"]), ("hypermask", ["method", "'hypermask'", "'hat'"])],
+    [
+        ("wide", ["hidden", "[32, 32]", "[16, 16]"]),
+        ("hypermask", ["method", '"hypermask" in the checkpoint', '"hat" in the run']),
+    ],
 )
 def test_resume_with_a_checkpoint_of_another_run_names_the_file_and_problem(
     runs, stopped, capsys, other, fragments
@@ -392,7 +395,7 @@ def test_eval_of_tasks_the_run_never_learned(runs, capsys, args, fragments):
 
 def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     code, _, err = cli(["eval", str(tmp_path)], capsys)
-    assert_one_line_error(code, err, tmp_path / "run.json")
+    assert_one_line_error(code, err, tmp_path, "no config.json")
 
 
 # ------------------------------------------------------------------------------------- unwritable --out

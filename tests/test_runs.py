@@ -20,7 +20,7 @@ from test_config import assert_one_line_error
 
 from maskcl.cli import main
 from maskcl.errors import MaskclError
-from maskcl.runs import RunFolder, load_run
+from maskcl.runs import FolderClaim, RunFolder, load_run
 from maskcl.train import Interrupted, RunConfig, run
 
 SMALL = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2"]
@@ -100,7 +100,10 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, data, reference):
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
-    assert err.decode() == f"maskcl: stopped; checkpoint saved: continue with maskcl run --resume {out}\n"
+    hint = "(or the same command with --auto-resume)"
+    assert (
+        err.decode() == f"maskcl: stopped; checkpoint saved: continue with maskcl run --resume {out} {hint}\n"
+    )
     assert not (out / "results.json").exists()
     resumed = subprocess.run(cli("run", "--resume", str(out)), capture_output=True, text=True)
     assert resumed.returncode == 0 and "resumed at task" in resumed.stdout
@@ -126,12 +129,12 @@ def test_a_folder_in_use_is_not_resumed_by_a_second_process(tmp_path, capsys, da
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err.decode()
     assert (out / "results.json").read_bytes() == (reference / "results.json").read_bytes()
-    folder = RunFolder(out)  # the claim ended with the process: the folder can be claimed again
-    folder.lock()
+    claim = FolderClaim(out)  # the claim ended with the process: the folder can be claimed again
+    claim.acquire()
     with pytest.raises(MaskclError, match="in use"):
-        RunFolder(out).lock()
-    folder.unlock()
-    RunFolder(out).lock()
+        FolderClaim(out).acquire()
+    claim.release()
+    FolderClaim(out).acquire()
 
 
 class _StopAfter(RunFolder):

@@ -28,6 +28,7 @@ import torch
 from maskcl.data.cifar import load_cifar100
 from maskcl.data.fashion_mnist import load_fashion_mnist
 from maskcl.errors import MaskclError
+from maskcl.resources import check_fits
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -306,6 +307,8 @@ def permuted_scenario(
     classes = _classes(y_train, y_test)
     if len(classes) < 2:
         raise MaskclError(f"data has {len(classes)} class: a task needs at least 2")
+    features = math.prod(x_train.shape[1:])
+    check_fits(8 * n_tasks * features, f"{n_tasks} permuted tasks (their {features}-feature permutations)")
     x_tr, x_te = prepare_inputs(x_train, x_test)
     fit, val = _split_indices(np.arange(len(y_train)), val_fraction, np.random.default_rng(seed), 0)
     shared = (
@@ -356,11 +359,11 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     """
     path = Path(path)
     if not path.is_file():
-        raise MaskclError(f"npz file not found: {path}")
+        raise MaskclError(f"npz file not found: {path} (moved or deleted?)")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise MaskclError(f"{path} is not a valid .npz file") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise MaskclError(f"{path} is not a valid .npz file (damaged or truncated)") from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise MaskclError(f"{path} is not a valid .npz file (it holds a single array, like a .npy file)")
     with data:
