@@ -125,7 +125,7 @@ def check_like(saved: Any, expected: Any, where: str) -> None:
         for i, (mine, theirs) in enumerate(zip(saved, expected)):
             check_like(mine, theirs, f"{where}.{i}")
     elif expected is not None and not _same_scalar_kind(saved, expected):
-        raise MaskclError(f"{where} should be a {type(expected).__name__}, got {saved!r}")
+        raise MaskclError(f"{where} should be of type {type(expected).__name__}, got {saved!r}")
 
 
 def _same_scalar_kind(saved: Any, expected: Any) -> bool:

@@ -180,7 +180,7 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
             options[key] = _run_option(key, given[key])
     config = config_from_dict(file_values, source=args.config) if file_values else RunConfig()
     flags = {k: v for k, v in given.items() if k in FIELD_TYPES}
-    config = dataclasses.replace(config, **flags)
+    config = dataclasses.replace(config, **flags).resolved()
     config.validate()
     return config, options
 

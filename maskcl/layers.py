@@ -8,6 +8,7 @@ its parameter and buffer names to boolean masks of the entries that belong to ``
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -41,9 +42,9 @@ class TaskHeads(nn.Module):
         linear = nn.Linear(in_features, total)  # the usual nn.Linear initialisation for all heads at once
         self.weight = nn.Parameter(linear.weight.detach())
         self.bias = nn.Parameter(linear.bias.detach())
-        offsets = torch.tensor([0, *self.classes_per_task]).cumsum(0)
-        self.offsets = offsets.tolist()
-        owner = torch.repeat_interleave(torch.arange(context.num_tasks), torch.tensor(self.classes_per_task))
+        self.offsets = [0, *itertools.accumulate(self.classes_per_task)]
+        sizes = torch.tensor(self.classes_per_task, device="cpu")  # index arithmetic, on any default device
+        owner = torch.repeat_interleave(torch.arange(context.num_tasks, device="cpu"), sizes)
         self.register_buffer("owner", owner, persistent=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ one (the accuracy matrix ``R[i][j]``) and returns the results with the full conf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -265,7 +266,8 @@ def check_memory(config: RunConfig, scenario: Scenario, device: torch.device) ->
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     slots = OPTIMIZER_SLOTS[config.optimizer] + (config.optimizer == "sgd" and config.momentum > 0)
     need = params * (2 + slots) + buffers + method.extra_memory()
-    check_fits(need, f"the {config.method} {config.arch} network ({params // 4:,} parameters)", device)
+    count = sum(p.numel() for p in model.parameters())
+    check_fits(need, f"the {config.method} {config.arch} network ({count:,} parameters)", device)
 
 
 def check_tasks_fit(tasks: int) -> None:
@@ -622,7 +624,8 @@ def run(
     """
     config = config.resolved()
     config.validate()
-    run_ = _Run(config, folder)
+    with _memory_errors():
+        run_ = _Run(config, folder)
     if joint_reference is not None:
         tasks = run_.scenario.num_tasks
         if len(validate_accuracy_matrix(joint_reference)) != tasks:
@@ -630,13 +633,29 @@ def run(
                 f"the joint reference has {len(joint_reference)} tasks, this run {tasks}: it cannot serve"
             )
     if folder is None:
-        return _with_ratio(_run(run_, None, log, on_task_end, progress), joint_reference)
+        with _memory_errors():
+            return _with_ratio(_run(run_, None, log, on_task_end, progress), joint_reference)
     with folder.session(config.to_dict(), str(run_.device)) as opened:
         if opened.results is not None:
             return opened.results
-        results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
+        with _memory_errors():
+            results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
         folder.finish(results)
         return results
+
+
+@contextlib.contextmanager
+def _memory_errors() -> Iterator[None]:
+    """An allocation that fails anyway (activations, or a network :func:`check_memory` could not size)
+    ends in one line, not a traceback."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        raise MaskclError(f"out of memory: {one_line(err)}") from None
+    except RuntimeError as err:
+        if "allocate" not in str(err):
+            raise
+        raise MaskclError(f"out of memory: {one_line(err)}") from None
 
 
 def _with_ratio(results: dict, joint_reference: list[list[float]] | None) -> dict:

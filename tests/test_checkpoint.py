@@ -378,3 +378,39 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_leaves_no_temporary(tm
     assert str(path) in out and "File too large" in out
     assert torch.equal(load_checkpoint(path, kind="training")["x"], torch.arange(10))
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_tensor_digest_tells_apart_any_bit_dtype_or_shape():
+    from maskcl.checkpoint import tensor_digest
+
+    x = torch.zeros(6)
+    digests = {tensor_digest(t) for t in (x, -x, x.view(2, 3), x.int(), x.double(), x[:5], x.bool())}
+    assert len(digests) == 7  # -0.0 differs from 0.0 in one bit
+    assert tensor_digest(torch.arange(6.0).view(2, 3).t()) == tensor_digest(
+        torch.arange(6.0).view(2, 3).t().clone()
+    )
+
+
+def test_check_like_names_the_first_difference():
+    from maskcl.checkpoint import check_like
+
+    expected = {"a": torch.zeros(2), "b": [1, 2.0, None], "c": {"d": True}}
+    check_like({"a": torch.ones(2), "b": [5, 3, "anything"], "c": {"d": False}}, expected, "state")
+    for saved, where in [
+        ({**expected, "a": torch.zeros(2, dtype=torch.int32)}, "state.a is torch.int32"),
+        ({**expected, "a": torch.zeros(3)}, r"state.a is torch.float32 \(3,\)"),
+        ({**expected, "b": [1, 2.0]}, "state.b should be a list of 3"),
+        ({**expected, "b": ["x", 2.0, None]}, "state.b.0 should be of type int"),
+        ({**expected, "c": {"d": 1}}, "state.c.d should be of type bool"),
+        ({"a": torch.zeros(2)}, "state does not hold the expected entries"),
+    ]:
+        with pytest.raises(MaskclError, match=where):
+            check_like(saved, expected, "state")
+
+
+def test_json_nested_too_deeply_is_one_line(tmp_path):
+    from maskcl.checkpoint import parse_json
+
+    with pytest.raises(MaskclError, match=r"x\.json is nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000, "x.json")
+    assert parse_json('{"a": [1]}', "x.json") == {"a": [1]}

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from test_cli import write_npz
 
 from maskcl.cli import main
@@ -417,3 +418,183 @@ def test_out_below_a_regular_file_is_one_line_and_nothing_trains(tmp_path, data,
     assert_one_line_error(code, err, "cannot create", out)
     assert "epoch" not in stdout and "task 0" not in stdout
     assert blocker.read_text() == "not a folder" and dirs(tmp_path) == []
+
+
+# ------------------------------------------------------------------- run folders edited or damaged
+def _edit_checkpoint(path: Path, edit) -> None:
+    from maskcl.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(path, kind="training")
+    edit(state)
+    save_checkpoint(path, state, kind="training")
+
+
+def _retype_in_header(path: Path, fragment: str, dtype: str) -> str:
+    """Change the dtype of the first tensor whose name contains ``fragment`` in the safetensors header,
+    keeping its bytes (the same element size): what a hand edit of the header does. Returns its name."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    name = next(key for key in header if fragment in key)
+    header[name]["dtype"] = dtype
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= size
+    path.write_bytes(data[:8] + text.ljust(size) + data[8 + size :])
+    return name
+
+
+def test_resume_with_keys_deleted_from_config_json_names_them(stopped, capsys):
+    config = json.loads((stopped / "config.json").read_text())
+    del config["lr"], config["epochs"]
+    (stopped / "config.json").write_text(json.dumps(config))
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, stopped / "config.json", "lacks", "epochs", "lr")
+    assert not (stopped / "results.json").exists()
+
+
+def test_resume_with_a_config_json_that_differs_from_the_checkpoint_names_the_keys(stopped, capsys):
+    config = json.loads((stopped / "config.json").read_text())
+    (stopped / "config.json").write_text(json.dumps({**config, "lr": 0.2, "c": 0.5}))
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(
+        code, err, "another configuration", "lr 0.05 in the checkpoint", "0.2 in the run", "c 0.75"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (lambda s: s["position"].update(task=99), ["task 99", "tasks 0-1"]),
+        (lambda s: s["position"].update(epoch=7), ["epoch 7", "1 epochs"]),
+        (lambda s: s["position"].update(task=0, in_task=True, step=10**6), ["step 1000000"]),
+        (lambda s: s["position"].update(task=0, in_task="yes"), ["in_task"]),
+        (lambda s: s["position"].pop("generator"), ["position is damaged"]),
+        (lambda s: s["matrix"].pop(), ["accuracy matrix is not 2 x 2"]),
+        (lambda s: s["rng"].update(torch=s["rng"]["torch"][:10]), ["torch generator state"]),
+        (lambda s: s["config"].update(seed=5), ["seed 5 in the checkpoint"]),
+        (lambda s: s["optimizer"]["param_groups"][0].update(lr=9.0), ["optimizer differs", "lr 9.0"]),
+        (lambda s: s.update(seconds=-1), ["training time"]),
+    ],
+)
+def test_resume_checks_the_checkpoint_against_the_run_before_training(stopped, capsys, edit, fragments):
+    """A checkpoint of this run edited by hand: a position outside the run (before, task 99 of a 2-task
+    run "resumed" to exit 0 with a 1 x 1 matrix), damaged parts, another config or optimizer."""
+    checkpoint = stopped / "checkpoint.safetensors"
+    _edit_checkpoint(checkpoint, edit)
+    code, stdout, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, checkpoint, *fragments)
+    assert "epoch" not in stdout and not (stopped / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("fragment", "dtype", "named"),
+    [("model", "I32", "torch.int32"), ("rng.torch", "I8", "torch generator state is torch.int8")],
+)
+def test_resume_refuses_a_tensor_whose_dtype_was_changed_in_the_header(
+    stopped, capsys, fragment, dtype, named
+):
+    """Before, torch converted such a tensor silently."""
+    checkpoint = stopped / "checkpoint.safetensors"
+    _retype_in_header(checkpoint, fragment, dtype)
+    code, _, err = cli(["run", "--resume", str(stopped)], capsys)
+    assert_one_line_error(code, err, checkpoint, named)
+
+
+def test_eval_refuses_a_model_file_whose_dtype_was_changed(runs, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(runs["narrow"], folder)
+    model = folder / "models" / "task-1.safetensors"
+    name = _retype_in_header(model, "weight", "I32")
+    code, _, err = cli(["eval", str(folder)], capsys)
+    assert_one_line_error(code, err, model, "torch.int32", name.split(".", 2)[2])
+
+
+def test_eval_ignores_stray_files_in_models(runs, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(runs["narrow"], folder)
+    for stray in ("task-x.safetensors", "task-1.safetensors.bak", "notes.txt", "task-.safetensors"):
+        (folder / "models" / stray).write_text("not a model")
+    (folder / "models" / "task-extra").mkdir()
+    code, stdout, err = cli(["eval", str(folder)], capsys)
+    assert code == 0 and "task 1: test acc" in stdout, err
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("where", ["config.json", "run.json", "checkpoint", "results.json"])
+def test_deeply_nested_json_in_a_run_folder_is_one_line(stopped, capsys, where):
+    """JSON nested past Python's recursion limit (before, a RecursionError traceback)."""
+    if where == "checkpoint":
+        from maskcl.checkpoint import FORMAT
+
+        path = stopped / "checkpoint.safetensors"
+        header = json.dumps({"format": FORMAT, "version": 1, "kind": "training", "state": 0})
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(path), metadata={"maskcl": header.replace("0}", DEEP + "}")})
+        command = ["run", "--resume", str(stopped)]
+    elif where == "results.json":
+        path = stopped / "results.json"
+        command = ["report", str(stopped)]
+    else:
+        path = stopped / where
+        command = ["run", "--resume", str(stopped)] if where != "config.json" else ["eval", str(stopped)]
+    if where != "checkpoint":
+        path.write_text(DEEP)
+    code, _, err = cli(command, capsys)
+    assert_one_line_error(code, err, path, "nested too deeply")
+
+
+@pytest.mark.parametrize("name", ["deep.json", "deep.yaml"])
+def test_deeply_nested_config_files_are_one_line(tmp_path, data, capsys, name):
+    pytest.importorskip("yaml")
+    path = tmp_path / name
+    path.write_text(DEEP if name.endswith(".json") else "lr: " + DEEP)
+    code, _, err = cli(["run", "--config", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, path, "nested too deeply")
+    code, _, err = cli(["run", "--data", str(data), "--joint-reference", str(path)], capsys)
+    assert_one_line_error(code, err, "--joint-reference", path)
+    assert dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--device", "meta"], ["unknown device 'meta'"]),
+        (["--device", "mps"], ["MPS"]),
+        (["--device", "cuda:7"], ["cuda:7"]),
+        (["--device", "nonsense"], ["unknown device"]),
+        (["--checkpoint-interval", "nan"], ["--checkpoint-interval", "nan"]),
+        (["--lr", "inf"], ["--lr", "finite"]),
+        (["--beta", "nan"], ["--beta"]),
+    ],
+)
+def test_devices_and_numbers_that_cannot_work_are_one_line_and_write_nothing(
+    tmp_path, data, capsys, args, fragments
+):
+    code, stdout, err = cli(["run", "--data", str(data), *args, "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert "epoch" not in stdout and dirs(tmp_path) == []
+
+
+def test_checkpoint_interval_nan_in_a_config_file_is_refused(tmp_path, data, capsys):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"data": str(data), "checkpoint_interval": float("nan")}))
+    code, _, err = cli(["run", "--config", str(config), "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, "checkpoint-interval", "nan")
+    assert dirs(tmp_path) == []
+
+
+def test_bad_data_with_seeds_leaves_nothing_and_the_same_command_then_works(tmp_path, data, capsys):
+    """Before, the sweep's ``sweep.json`` stayed behind, and the same command was then refused."""
+    mine = tmp_path / "mine.npz"
+    mine.write_bytes(Path(data).read_bytes()[:2000])  # truncated
+    args = ["run", "--data", str(mine), "--tasks", "2", "--epochs", "1", "--hidden", "16,16", "--quiet"]
+    args += ["--seeds", "0,1", "--out", str(tmp_path / "runs" / "sweep")]
+    code, _, err = cli(args, capsys)
+    assert_one_line_error(code, err, mine, "not a valid .npz")
+    assert dirs(tmp_path) == []
+    shutil.copy(data, mine)
+    code, _, err = cli(args, capsys)
+    assert code == 0, err

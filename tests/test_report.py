@@ -198,6 +198,16 @@ def test_a_failed_report_keeps_the_previous_page(single_run):
         ('{"acc": 0.5}', "results.json: no acc_matrix"),
         ('{"acc_matrix": [[0.5, 0.5]], "acc": 0.5}', r"results.json: acc_matrix must be square"),
         ('{"acc_matrix": [[0.5]], "acc": 0.5, "bwt": 0}', "results.json: 'forgetting' must be a number"),
+        (  # before, a ValueError traceback from the summary table
+            '{"acc_matrix": [[0.5]], "acc": 0.5, "bwt": 0, "forgetting": 0, '
+            '"task_inference": {"task_accuracy": "high", "class_incremental_acc": 0.4}}',
+            "results.json: task_inference 'task_accuracy' must be a number",
+        ),
+        (
+            '{"acc_matrix": [[0.5]], "acc": 0.5, "bwt": 0, "forgetting": 0, "task_inference": [1]}',
+            "results.json: 'task_inference' must be a JSON object",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "results.json is nested too deeply"),
     ],
 )
 def test_bad_results_name_the_file(tmp_path, content, problem):

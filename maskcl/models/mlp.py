@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,7 +39,7 @@ class MLP(TaskModel):
         input_dropout: float = 0.2,
     ) -> None:
         super().__init__(input_shape, classes_per_task)
-        widths = [int(torch.tensor(self.input_shape).prod()), *hidden]
+        widths = [math.prod(self.input_shape), *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.gates = nn.ModuleList(TaskGate(w, self.context) if hat else nn.Identity() for w in hidden)
         self.dropout = nn.Dropout(dropout)

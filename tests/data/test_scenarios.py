@@ -315,6 +315,12 @@ def text_file(tmp_path: Path) -> Path:
     return path
 
 
+def truncated(tmp_path: Path) -> Path:
+    path = save_npz(tmp_path / "cut.npz", **good_arrays())
+    path.write_bytes(path.read_bytes()[:600])
+    return path
+
+
 def npy_file(tmp_path: Path) -> Path:
     np.save(tmp_path / "single.npy", np.zeros(3))
     return (tmp_path / "single.npy").rename(tmp_path / "single.npz")
@@ -338,6 +344,7 @@ NPZ_ERRORS = {
         "x_train samples have shape (4, 4) but x_test samples have shape (5, 5)",
     ),
     "nan": (nan_test, "x_test contains NaN or infinite values"),
+    "truncated": (truncated, "is not a valid .npz file (damaged or truncated)"),  # was BadZipFile
 }
 
 
