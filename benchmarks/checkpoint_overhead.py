@@ -2,9 +2,10 @@
 
     python benchmarks/checkpoint_overhead.py [--method hat] [--epochs 5] [--pairs 2] [--interval 300]
 
-A run folder writes a full training checkpoint (model, optimizer, method, RNG) at each task's end and
-every ``--interval`` seconds inside a task, the model after each task, and metrics.csv (and TensorBoard
-events when tensorboard is installed). The overhead is the wall time of the run with the folder over the
+A run folder is claimed (flock) and writes a full training checkpoint (model, optimizer, method, RNG) at
+each task's end and every ``--interval`` seconds inside a task, the model after each task (the tensors
+it changed, each digested with SHA-256), metrics.csv (and TensorBoard events when tensorboard is
+installed) and results.json. The overhead is the wall time of the run with the folder over the
 run without, per pair (alternating which goes first), measured side by side in one process, and the time
 spent writing checkpoints as a share of the run (less noisy than the ratio); the results must be identical.
 """
@@ -27,9 +28,7 @@ from maskcl.train import RunConfig, run
 
 def timed_run(config: RunConfig, folder: RunFolder | None) -> tuple[float, dict]:
     started = time.perf_counter()
-    results = run(config, log=lambda _: None, folder=folder)
-    if folder is not None:
-        folder.finish(results)
+    results = run(config, log=lambda _: None, folder=folder)  # with a folder: results.json too
     return time.perf_counter() - started, results
 
 

@@ -43,6 +43,9 @@ class HyperMaskNet(nn.Module):
 
     ``forward(x)`` computes the task selected with :func:`maskcl.set_task` (an int, or one id per sample).
     A learned task uses its cached mask (no hypernetwork pass); the task in training asks the hypernetwork.
+    Cached masks are buffers of the child ``cached_masks``, one 1-D float32 tensor per learned task
+    (``cached_masks.<task>``), made when the task is cached: after ``K`` tasks the net holds ``K x W x 4``
+    bytes of masks for ``W`` masked weights, and a learned task's tensor never changes again.
 
     Args:
         target: a task-aware network (``maskcl.create_model(..., hat=False)`` or
@@ -75,12 +78,17 @@ class HyperMaskNet(nn.Module):
         total = sum(self.sizes)
         device = self.masked[0][1].device
         self.hypernetwork = HyperNetwork(total, self.state.num_tasks, **hypernetwork).to(device)
-        self.register_buffer("cached_masks", torch.zeros(self.state.num_tasks, total, device=device))
+        self.cached_masks = nn.Module()
+        self._register_load_state_dict_pre_hook(self._make_cached_masks)
+
+    def cached_mask(self, task: int) -> torch.Tensor:
+        """The flat mask cached for the learned task ``task``."""
+        return self.cached_masks.get_buffer(str(task))
 
     def masks(self, task: int) -> list[torch.Tensor]:
         """Task ``task``'s mask of each masked tensor (cached once the task is learned)."""
         if self.state.learned[task]:
-            flat = self.cached_masks[task].split(self.sizes)
+            flat = self.cached_mask(task).split(self.sizes)
             return [m.view_as(p) for m, (_, p) in zip(flat, self.masked)]
         scores = self.hypernetwork(task).split(self.sizes)
         return [
@@ -108,7 +116,34 @@ class HyperMaskNet(nn.Module):
     def cache(self, task: int) -> None:
         """Store task ``task``'s current mask: from now on it is used without the hypernetwork."""
         masks = [semi_binary_mask(s, self.sparsity) for s in self.hypernetwork(task).split(self.sizes)]
-        self.cached_masks[task] = torch.cat(masks)
+        self.cached_masks.register_buffer(str(task), torch.cat(masks))
+
+    def _make_cached_masks(self, state_dict: dict, prefix: str, *_) -> None:
+        """Before loading: make the buffers of the cached masks in ``state_dict``, so that ``strict`` loading
+        checks them like any other; a state of the earlier layout (one ``[tasks, W]`` buffer
+        ``cached_masks``) is read as the rows of its learned tasks."""
+        old = state_dict.pop(f"{prefix}cached_masks", None)
+        if old is not None:
+            state_dict.update(self._rows_of_learned_tasks(old, state_dict, prefix))
+        device, start = self.hypernetwork.task_embeddings.device, f"{prefix}cached_masks."
+        for key, value in state_dict.items():
+            name = key.removeprefix(start)
+            fresh = key.startswith(start) and name.isdigit() and not hasattr(self.cached_masks, name)
+            if fresh and isinstance(value, torch.Tensor):
+                self.cached_masks.register_buffer(name, torch.empty(value.shape, device=device))
+
+    def _rows_of_learned_tasks(self, old: torch.Tensor, state_dict: dict, prefix: str) -> dict:
+        """The earlier layout's ``[tasks, W]`` buffer as ``cached_masks.<task>``, one per learned task."""
+        learned = [
+            v for k, v in state_dict.items() if k.startswith(f"{prefix}target.") and k.endswith(".learned")
+        ]
+        if len(learned) != 1 or old.shape != (self.state.num_tasks, sum(self.sizes)):
+            shape = tuple(old.shape)
+            raise MaskclError(
+                f"cached_masks of shape {shape} does not fit this net's {self.state.num_tasks} tasks"
+            )
+        tasks = learned[0].nonzero().flatten().tolist()
+        return {f"{prefix}cached_masks.{task}": old[task].clone() for task in tasks}
 
 
 class HyperMask:
@@ -189,8 +224,10 @@ class HyperMask:
         learned = self.net.state.learned_tasks()
         if not learned:
             return [torch.zeros_like(w) for w in self._weights]
-        used = self.net.cached_masks[learned].amax(0).split(self.net.sizes)
-        return [u.view_as(w) for u, w in zip(used, self._weights)]
+        used = self.net.cached_mask(learned[0]).clone()
+        for task in learned[1:]:
+            torch.maximum(used, self.net.cached_mask(task), out=used)
+        return [u.view_as(w) for u, w in zip(used.split(self.net.sizes), self._weights)]
 
     def state_dict(self) -> dict:
         """The task's snapshots (taken by :meth:`start_task`) and the sparsity ramp's progress."""
