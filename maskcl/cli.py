@@ -233,6 +233,7 @@ class _Stopper:
 
     def __init__(self) -> None:
         self.folder: RunFolder | None = None
+        self.requested = 0  # the signal that asked to stop, if any: no further seed starts
 
     def __enter__(self) -> _Stopper:
         self._previous = {number: signal.signal(number, self._handle) for number in self.signals}
@@ -243,8 +244,9 @@ class _Stopper:
             signal.signal(number, handler)
 
     def _handle(self, signum: int, _frame) -> None:
-        folder = self.folder
-        if folder is not None and folder.active and not folder.stop:
+        folder, first = self.folder, not self.requested
+        self.requested = self.requested or signum
+        if first and folder is not None and folder.active:
             folder.stop = signum
             return
         raise Stopped(signum)
@@ -323,6 +325,8 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         with sweep.session(config.to_dict(), seeds):
             results = []
             for seed in seeds:
+                if stopper.requested:  # asked while the last seed's run was finishing anyway
+                    raise Interrupted("stopped between seeds", stopper.requested)
                 folder = sweep.run_folder(seed, interval)
                 print(f"seed {seed}: {folder.path}")
                 results.append(

@@ -120,29 +120,38 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_same_command_continues(tmp
     assert_same_run(out, reference)
 
 
-def _stop_until_done(command: list[str], seed: int, stops: int) -> tuple[int, int, int]:
-    """Start ``command`` again and again, stopping it ``stops`` times, by SIGTERM and SIGKILL in turn,
-    after a random delay (every third within its first second, while Python and torch still load), then
-    let it run to the end; returns how many SIGTERMs and SIGKILLs reached a live process, and how often a
-    SIGTERM was caught with a checkpoint saved (exit 143, not a kill before the handler was in place)."""
+def _checkpoints(out: Path) -> list[int]:
+    return [path.stat().st_mtime_ns for path in sorted(out.rglob("checkpoint.safetensors"))]
+
+
+def _stop_until_done(command: list[str], out: Path, seed: int, stops: int) -> tuple[int, int, int]:
+    """Start ``command`` again and again, stopping it ``stops`` times, by SIGTERM and SIGKILL in turn:
+    every third within its first second (while Python and torch still load, before any handler), the
+    others after a random number (1-30) of checkpoint writes, so in training and often inside a write.
+    Then let it run to the end. Returns how many SIGTERMs and SIGKILLs reached a live process, and how
+    many runs caught a SIGTERM and saved (exit 143)."""
     chance = random.Random(seed)
     delivered = {signal.SIGTERM: 0, signal.SIGKILL: 0}
     saved = 0
-    for attempt in range(3 * stops):
-        stopping = sum(delivered.values()) < stops
+    for attempt in range(stops + 1):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if stopping:
-            time.sleep(chance.uniform(0, 1) if attempt % 3 == 0 else chance.uniform(1, 3.5))
+        if attempt < stops:
+            if attempt % 3 == 0:
+                time.sleep(chance.uniform(0, 1))
+            else:
+                writes, last = chance.randint(1, 30), _checkpoints(out)
+                while process.poll() is None and writes > 0:
+                    if _checkpoints(out) != last:
+                        writes, last = writes - 1, _checkpoints(out)
+                    time.sleep(0.001)
             number = (signal.SIGTERM, signal.SIGKILL)[attempt % 2]
             if process.poll() is None:
                 process.send_signal(number)
                 delivered[number] += 1
         _, err = process.communicate(timeout=300)
-        assert process.returncode in (0, 143, -signal.SIGTERM, -signal.SIGKILL), err.decode()
+        allowed = (0, 143, -signal.SIGTERM, -signal.SIGKILL) if attempt < stops else (0,)
+        assert process.returncode in allowed, err.decode()
         saved += process.returncode == 143
-        if not stopping:
-            assert process.returncode == 0, err.decode()
-            break
     return delivered[signal.SIGTERM], delivered[signal.SIGKILL], saved
 
 
@@ -154,8 +163,8 @@ def test_auto_resume_stopped_at_random_moments_ends_with_the_same_run(tmp_path, 
     command = cli(
         "run", "--data", data, *SMALL, "--checkpoint-interval", "0", "--out", str(out), "--auto-resume"
     )
-    terms, kills, saved = _stop_until_done(command, seed=11, stops=9)
-    assert terms >= 4 and kills >= 4 and saved >= 1
+    terms, kills, saved = _stop_until_done(command, out, seed=11, stops=9)
+    assert terms >= 4 and kills >= 4 and saved >= 2
     assert_same_run(out, reference)
 
 
@@ -165,8 +174,8 @@ def test_auto_resume_of_seeds_stopped_at_random_moments_ends_with_the_same_runs(
     subprocess.run(cli("run", *args, "--out", str(expected)), check=True, capture_output=True)
     out = tmp_path / "stopped"
     command = cli("run", *args, "--checkpoint-interval", "0", "--out", str(out), "--auto-resume")
-    terms, kills, saved = _stop_until_done(command, seed=3, stops=8)
-    assert terms >= 4 and kills >= 4 and saved >= 1
+    terms, kills, saved = _stop_until_done(command, out, seed=3, stops=8)
+    assert terms >= 4 and kills >= 4 and saved >= 2
     assert (out / "summary.json").read_bytes() == (expected / "summary.json").read_bytes()
     for seed in (0, 1):
         assert_same_run(out / f"seed-{seed}", expected / f"seed-{seed}")
@@ -282,3 +291,23 @@ def test_run_json_records_threads_and_a_resume_with_other_threads_warns(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("maskcl: warning: this run started with") and "last bits" in err
     assert err.count("\n") == 1
+
+
+def test_a_sigterm_while_a_seed_finishes_anyway_starts_no_further_seed(tmp_path, data, capsys, monkeypatch):
+    """A SIGTERM that arrives after the run's last step (so no checkpoint is due) lets that seed finish;
+    the command then stops with 143 instead of starting the next seed (before, the signal was lost)."""
+    from maskcl.runs import RunFolder
+
+    finish = RunFolder.finish
+
+    def finish_after_a_sigterm(folder, results):
+        signal.raise_signal(signal.SIGTERM)  # a real signal, while the folder is being written
+        finish(folder, results)
+
+    monkeypatch.setattr(RunFolder, "finish", finish_after_a_sigterm)
+    out = tmp_path / "sweep"
+    code = main(["run", "--data", data, *SMALL, "--seeds", "0,1", "--out", str(out), "--auto-resume"])
+    assert code == 143 and "stopped" in capsys.readouterr().err
+    assert (out / "seed-0" / "results.json").exists() and not (out / "seed-1").exists()
+    monkeypatch.undo()
+    assert main(["run", "--data", data, *SMALL, "--seeds", "0,1", "--out", str(out), "--auto-resume"]) == 0
