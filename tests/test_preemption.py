@@ -17,8 +17,6 @@ from test_config import assert_one_line_error
 
 from maskcl.checkpoint import TEMPORARY_NAME
 from maskcl.cli import main
-from maskcl.errors import MaskclError
-from maskcl.runs import FolderClaim
 
 SMALL = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2", "--quiet"]
 SAME_BYTES = ("results.json", "metrics.csv", "models/task-0.safetensors", "models/task-1.safetensors")
@@ -75,29 +73,6 @@ def test_two_runs_started_on_one_folder_one_wins_and_the_other_touches_nothing(
     assert refused.count("\n") == 1 and refused.startswith("maskcl: error: "), refused
     assert "in use by another maskcl run" in refused or "already exists" in refused
     assert_same_run(out, reference)
-
-
-def test_a_claim_removes_only_what_its_process_created(tmp_path):
-    """A failed start gives up the files, folders and lock file it made, and leaves another's alone."""
-    mine = tmp_path / "new" / "deeper" / "run"
-    claim = FolderClaim(mine)
-    claim.acquire()
-    claim.write(mine / "config.json", b"{}")
-    claim.mkdir(mine / "models")
-    with pytest.raises(MaskclError, match="in use"):
-        FolderClaim(mine).acquire()
-    (tmp_path / "new" / "other-run").mkdir()  # another process's folder, made meanwhile beside ours
-    claim.abandon()
-    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["other-run"]
-    theirs = tmp_path / "theirs"
-    theirs.mkdir()
-    (theirs / "notes.txt").write_text("mine, not maskcl's")
-    claim = FolderClaim(theirs)
-    claim.acquire()
-    claim.write(theirs / "run.json", b"{}")
-    claim.abandon()
-    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
-    FolderClaim(theirs).acquire()  # the lock file it removed is made anew
 
 
 # ----------------------------------------------------------------------------------------- SIGTERM

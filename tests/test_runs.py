@@ -18,9 +18,10 @@ import torch
 from test_cli import write_npz
 from test_config import assert_one_line_error
 
+from maskcl.claim import FolderClaim
 from maskcl.cli import main
 from maskcl.errors import MaskclError
-from maskcl.runs import FolderClaim, RunFolder, load_run
+from maskcl.runs import RunFolder, load_run
 from maskcl.train import Interrupted, RunConfig, run
 
 SMALL = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2"]
