@@ -119,30 +119,40 @@ class HyperMaskNet(nn.Module):
         self.cached_masks.register_buffer(str(task), torch.cat(masks))
 
     def _make_cached_masks(self, state_dict: dict, prefix: str, *_) -> None:
-        """Before loading: make the buffers of the cached masks in ``state_dict``, so that ``strict`` loading
-        checks them like any other; a state of the earlier layout (one ``[tasks, W]`` buffer
-        ``cached_masks``) is read as the rows of its learned tasks."""
-        old = state_dict.pop(f"{prefix}cached_masks", None)
-        if old is not None:
-            state_dict.update(self._rows_of_learned_tasks(old, state_dict, prefix))
-        device, start = self.hypernetwork.task_embeddings.device, f"{prefix}cached_masks."
-        for key, value in state_dict.items():
-            name = key.removeprefix(start)
-            fresh = key.startswith(start) and name.isdigit() and not hasattr(self.cached_masks, name)
-            if fresh and isinstance(value, torch.Tensor):
-                self.cached_masks.register_buffer(name, torch.empty(value.shape, device=device))
-
-    def _rows_of_learned_tasks(self, old: torch.Tensor, state_dict: dict, prefix: str) -> dict:
-        """The earlier layout's ``[tasks, W]`` buffer as ``cached_masks.<task>``, one per learned task."""
+        """Before loading: make a fresh ``[W]`` buffer for each task that ``state_dict`` has a cached mask
+        for or marks learned, and no other, so that ``strict`` loading checks them like any other (a
+        learned task's mask is missing without its key, a wrong shape is reported); a state of the earlier
+        layout (one ``[tasks, W]`` buffer ``cached_masks``) is read as the rows of its learned tasks."""
         learned = [
             v for k, v in state_dict.items() if k.startswith(f"{prefix}target.") and k.endswith(".learned")
         ]
-        if len(learned) != 1 or old.shape != (self.state.num_tasks, sum(self.sizes)):
-            shape = tuple(old.shape)
-            raise MaskclError(
-                f"cached_masks of shape {shape} does not fit this net's {self.state.num_tasks} tasks"
+        learned = learned[0] if len(learned) == 1 and learned[0].shape == (self.state.num_tasks,) else None
+        old = state_dict.pop(f"{prefix}cached_masks", None)
+        if old is not None:
+            state_dict.update(self._rows_of_learned_tasks(old, learned, prefix))
+        start = f"{prefix}cached_masks."
+        names = {str(t) for t in range(self.state.num_tasks)}
+        tasks = {k.removeprefix(start) for k in state_dict if k.startswith(start)} & names
+        tasks |= set() if learned is None else {str(t) for t in learned.nonzero().flatten().tolist()}
+        weight = self.masked[0][1]
+        self.cached_masks._buffers.clear()
+        for name in sorted(tasks, key=int):
+            self.cached_masks.register_buffer(
+                name, torch.zeros(sum(self.sizes), dtype=weight.dtype, device=weight.device)
             )
-        tasks = learned[0].nonzero().flatten().tolist()
+
+    def _rows_of_learned_tasks(self, old: torch.Tensor, learned: torch.Tensor | None, prefix: str) -> dict:
+        """The earlier layout's ``[tasks, W]`` buffer as ``cached_masks.<task>``, one per learned task."""
+        if old.shape != (self.state.num_tasks, sum(self.sizes)):
+            raise MaskclError(
+                f"cached_masks of shape {tuple(old.shape)} does not fit this net's {self.state.num_tasks} "
+                f"tasks of {sum(self.sizes)} masked weights"
+            )
+        if learned is None:
+            raise MaskclError(
+                "cached_masks of the earlier layout, but no target's learned tasks to pick its rows"
+            )
+        tasks = learned.nonzero().flatten().tolist()
         return {f"{prefix}cached_masks.{task}": old[task].clone() for task in tasks}
 
 

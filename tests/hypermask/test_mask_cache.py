@@ -134,3 +134,35 @@ def test_a_run_folders_model_files_store_each_mask_once_and_evaluate_exactly(tmp
         accs = [evaluate(model, scenario[j].test, j, torch.device("cpu")) for j in range(k + 1)]
         assert accs == matrix[k][: k + 1]
     assert not load_run(out).training
+
+
+def test_strict_loading_reports_a_learned_tasks_missing_mask_a_wrong_shape_and_a_task_out_of_range():
+    state = trained(2)[0].state_dict()
+    weights = sum(fresh_net().sizes)
+    del state["cached_masks.1"]  # task 1 is marked learned in the state: its mask must be there
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*cached_masks\.1"):
+        fresh_net().load_state_dict(state)
+    state["cached_masks.1"] = torch.zeros(weights - 1)
+    with pytest.raises(RuntimeError, match=r"size mismatch for cached_masks\.1"):
+        fresh_net().load_state_dict(state)
+    state["cached_masks.1"] = torch.zeros(weights)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*cached_masks\.7"):
+        fresh_net().load_state_dict({**state, "cached_masks.7": torch.zeros(weights)})  # 3 tasks: 0-2
+
+
+def test_loading_holds_exactly_the_states_masks_in_new_tensors():
+    net = trained(3)[0]
+    masks = [net.cached_mask(t) for t in range(3)]
+    kept = [m.clone() for m in masks]
+    net.load_state_dict(trained(1)[0].state_dict())
+    assert sorted(dict(net.cached_masks.named_buffers())) == ["0"]
+    assert net.cached_mask(0) is not masks[0]
+    assert all(torch.equal(m, k) for m, k in zip(masks, kept))  # the earlier tensors were not written to
+
+
+def test_the_earlier_layout_needs_the_learned_tasks_to_pick_its_rows():
+    net = trained(2)[0]
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("cached_masks.")}
+    state = {k: v for k, v in state.items() if not k.endswith(".learned")}
+    with pytest.raises(MaskclError, match="no target's learned tasks"):
+        fresh_net().load_state_dict({**state, "cached_masks": torch.zeros(3, sum(net.sizes))}, strict=False)
