@@ -28,8 +28,10 @@ from safetensors.torch import save as save_safetensors
 from maskcl.errors import MaskclError
 
 FORMAT = "maskcl-checkpoint"
-FORMAT_VERSION = 1
-"""Version of the checkpoint and run-folder format; a newer one is refused with a one-line error."""
+FORMAT_VERSION = 2
+"""Version of the checkpoint and run-folder format; a newer one is refused with a one-line error. 2: model
+files refer to earlier task files for unchanged tensors, HyperMask keeps one mask buffer per task (this
+maskcl reads version 1 too)."""
 
 TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 """The names of :func:`write_atomic`'s temporary files, ``.NAME.XXXXXXXX.tmp`` (a kill mid-write leaves

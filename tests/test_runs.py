@@ -309,3 +309,30 @@ def test_tensorboard_events_of_a_resumed_run_match_an_uninterrupted_one(tmp_path
 
     whole = scalars(tmp_path / "whole")
     assert len(whole) == 2 * 2 + 3 and whole == scalars(tmp_path / "stopped")
+
+
+def test_a_run_folder_of_format_1_still_evaluates(tmp_path, capsys, data):
+    """Folders written before model files referred to each other (format 1: every file holds the whole
+    model) load as before."""
+    import json as json_module
+
+    from safetensors.torch import save_file
+
+    from maskcl.checkpoint import FORMAT, _flatten
+    from maskcl.runs import load_task_model
+
+    out = tmp_path / "run"
+    assert main(["run", "--data", data, *SMALL, "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for task in (0, 1):
+        tensors: dict = {}
+        skeleton = _flatten({"model": load_task_model(out, task)}, "state", tensors)
+        header = {"format": FORMAT, "version": 1, "kind": "model", "state": skeleton}
+        save_file(
+            tensors, str(out / "models" / f"task-{task}.safetensors"), {"maskcl": json_module.dumps(header)}
+        )
+    info = json_module.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json_module.dumps({**info, "format_version": 1}))
+    matrix = json_module.loads((out / "results.json").read_text())["acc_matrix"]
+    assert main(["eval", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"task {j}: test acc {matrix[1][j]:.4f}" for j in (0, 1)]
