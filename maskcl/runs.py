@@ -446,22 +446,15 @@ def _global_step(task: int, epoch: int) -> int:
 def _warn_if_other_machine(info: dict, device: str) -> None:
     """Warn when a resumed run computes with another thread count or device than its first session: the
     floating-point sums, and so the results, may then differ in their last bits."""
-    threads = torch.get_num_threads()
-    saved_threads, saved_device = info.get("threads"), info.get("device")
-    if saved_threads is not None and saved_threads != threads:
-        warnings.warn(
-            f"this run started with {saved_threads} threads and continues with {threads}: results may "
-            "differ in the last bits from an uninterrupted run (set OMP_NUM_THREADS to match)",
-            MaskclWarning,
-            stacklevel=3,
-        )
-    if saved_device is not None and saved_device != device:
-        warnings.warn(
-            f"this run started on {saved_device} and continues on {device}: results may differ in the "
-            "last bits from an uninterrupted run",
-            MaskclWarning,
-            stacklevel=3,
-        )
+    now = {"threads": torch.get_num_threads(), "device": device}
+    for key, unit in (("threads", " threads"), ("device", "")):
+        if info.get(key) is not None and info[key] != now[key]:
+            warnings.warn(
+                f"this run started with {info[key]}{unit} and continues with {now[key]}{unit}: results may "
+                "differ in the last bits from an uninterrupted run (OMP_NUM_THREADS sets the thread count)",
+                MaskclWarning,
+                stacklevel=3,
+            )
 
 
 def config_differences(saved: dict, ours: dict, labels: tuple[str, str] = ("there", "here")) -> list[str]:

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -57,3 +59,30 @@ def _train_hat_task(model, hat, optimizer, task, batches) -> None:
 def train_hat():
     """``train_hat(model, hat, optimizer, task, batches)``: a HAT task learned on the given batches."""
     return _train_hat_task
+
+
+SMALL_RUN = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2"]
+"""A run of a few seconds: 2 tasks, 3 epochs, MLP 32-32 on :func:`data`."""
+
+
+def maskcl_command(*args: str) -> list[str]:
+    """``maskcl ARGS`` as a new process of this Python."""
+    return [sys.executable, "-m", "maskcl.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> str:
+    """A small .npz of 4 classes of 6x6 images (1,600 samples)."""
+    from test_cli import write_npz
+
+    return str(write_npz(tmp_path_factory.mktemp("data") / "d.npz", n=1600))
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, data):
+    """:data:`SMALL_RUN` on :func:`data`, never stopped, in its own process like the stopped ones."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    subprocess.run(
+        maskcl_command("run", "--data", data, *SMALL_RUN, "--quiet", "--out", str(out)), check=True
+    )
+    return out

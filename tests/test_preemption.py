@@ -7,36 +7,20 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_RUN, maskcl_command
 from test_cli import write_npz
 from test_config import assert_one_line_error
 
 from maskcl.checkpoint import TEMPORARY_NAME
 from maskcl.cli import main
 
-SMALL = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2", "--quiet"]
+SMALL = [*SMALL_RUN, "--quiet"]
+cli = maskcl_command
 SAME_BYTES = ("results.json", "metrics.csv", "models/task-0.safetensors", "models/task-1.safetensors")
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maskcl.cli", *args]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    return str(write_npz(tmp_path_factory.mktemp("data") / "d.npz", n=1600))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, data) -> Path:
-    """A run never stopped, in its own process like the stopped ones."""
-    out = tmp_path_factory.mktemp("ref") / "run"
-    subprocess.run(cli("run", "--data", data, *SMALL, "--out", str(out)), check=True, capture_output=True)
-    return out
 
 
 def assert_same_run(out: Path, reference: Path) -> None:

@@ -8,14 +8,13 @@ import random
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_cli import write_npz
+from conftest import SMALL_RUN, maskcl_command
 from test_config import assert_one_line_error
 
 from maskcl.claim import FolderClaim
@@ -24,24 +23,8 @@ from maskcl.errors import MaskclError
 from maskcl.runs import RunFolder, load_run
 from maskcl.train import Interrupted, RunConfig, run
 
-SMALL = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2"]
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maskcl.cli", *args]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    return str(write_npz(tmp_path_factory.mktemp("data") / "d.npz", n=1600))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, data) -> Path:
-    """A run never stopped, in its own process like the interrupted ones."""
-    out = tmp_path_factory.mktemp("ref") / "run"
-    subprocess.run(cli("run", "--data", data, *SMALL, "--quiet", "--out", str(out)), check=True)
-    return out
+SMALL = SMALL_RUN
+cli = maskcl_command
 
 
 def test_same_config_and_seed_give_the_same_results_json(tmp_path, capsys, data):
