@@ -458,8 +458,12 @@ def _warn_if_other_machine(info: dict, device: str) -> None:
 
 
 def config_differences(saved: dict, ours: dict, labels: tuple[str, str] = ("there", "here")) -> list[str]:
-    """The keys on which two configs differ, as ``"lr 0.05 there, 0.01 here"`` (JSON values compared)."""
+    """The keys on which two configs differ, as ``"lr 0.05 there, 0.01 here"`` (JSON values compared;
+    ``data`` as absolute paths: run format 1 stored the path as typed, relative to where the run began)."""
     theirs, mine = json.loads(json.dumps(saved)), json.loads(json.dumps(ours))
+    for config in (theirs, mine):
+        if isinstance(config.get("data"), str):
+            config["data"] = os.path.abspath(os.path.expanduser(config["data"]))
     missing = object()
     differences = []
     for key in sorted(set(theirs) | set(mine), key=str):

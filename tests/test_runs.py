@@ -319,3 +319,32 @@ def test_a_run_folder_of_format_1_still_evaluates(tmp_path, capsys, data):
     matrix = json_module.loads((out / "results.json").read_text())["acc_matrix"]
     assert main(["eval", str(out)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"task {j}: test acc {matrix[1][j]:.4f}" for j in (0, 1)]
+
+
+def test_a_stopped_run_of_format_1_with_a_relative_data_path_resumes_from_where_it_began(
+    tmp_path, monkeypatch, data, reference
+):
+    """Format 1 stored ``--data`` as typed; resumed from the same directory, it continues to the same
+    results as a run never stopped."""
+    import json as json_module
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(data, tmp_path / "d.npz")
+    out = tmp_path / "run"
+    config = RunConfig(data=data, tasks=2, epochs=3, batch_size=16, hidden=(32, 32))
+    folder = _StopAfter(out, checkpoint_interval=1e9)
+    _StopAfter.steps = 100
+    with pytest.raises(Interrupted):
+        run(config, log=lambda _: None, folder=folder)
+    from maskcl.checkpoint import load_checkpoint, save_checkpoint
+
+    saved = json_module.loads((out / "config.json").read_text())  # as format 1 wrote it: data as typed
+    (out / "config.json").write_text(json_module.dumps({**saved, "data": "d.npz"}))
+    state = load_checkpoint(out / "checkpoint.safetensors", kind="training")
+    state["config"]["data"] = "d.npz"
+    save_checkpoint(out / "checkpoint.safetensors", state, kind="training")
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    mine, theirs = (json_module.loads((p / "results.json").read_text()) for p in (out, reference))
+    assert mine["acc_matrix"] == theirs["acc_matrix"]
+    assert mine["config"]["data"] == str(tmp_path / "d.npz")
