@@ -12,6 +12,7 @@ leaves either the previous file or the new one, both loadable.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -181,19 +182,32 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], kind: str) -> None:
     write_atomic(path, save_safetensors(tensors, metadata={"maskcl": json.dumps(header)}))
 
 
-def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, kind: str, tensors: bool = True) -> dict[str, Any]:
     """The state saved by :func:`save_checkpoint`; a one-line error naming the file for anything that is
-    not a readable maskcl checkpoint of ``kind`` in a format version this maskcl reads."""
+    not a readable maskcl checkpoint of ``kind`` in a format version this maskcl reads. ``tensors=False``
+    reads the header only and gives None for each tensor (the JSON part of a large file, cheaply)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return _load(path, kind, tensors)
+    except RecursionError:  # JSON nested past Python's limit
+        raise MaskclError(
+            f"{path} is a damaged maskcl checkpoint (its header is nested too deeply)"
+        ) from None
+
+
+def _load(path: Path, kind: str, tensors: bool) -> dict[str, Any]:
+    try:
+        if tensors:
+            data = path.read_bytes()
+        else:
+            with open(path, "rb") as file:
+                head = file.read(8)
+                data = head + file.read(int.from_bytes(head, "little"))
     except OSError as err:
         raise MaskclError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     try:
-        tensors = load_safetensors(data)
+        stored = load_safetensors(data) if tensors else collections.defaultdict(lambda: None)
         raw = _read_metadata(data)
-    except RecursionError:
-        raise MaskclError(f"{path} is not a readable checkpoint (its header is nested too deeply)") from None
     except (SafetensorError, ValueError, UnicodeDecodeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise MaskclError(f"{path} is not a readable checkpoint (corrupted or truncated: {reason})") from None
@@ -201,10 +215,6 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
         header = json.loads(raw["maskcl"])
         if header["format"] != FORMAT:
             raise KeyError("format")
-    except RecursionError:
-        raise MaskclError(
-            f"{path} is a damaged maskcl checkpoint (its header is nested too deeply)"
-        ) from None
     except (KeyError, TypeError, ValueError):
         raise MaskclError(f"{path} is a safetensors file but not a maskcl checkpoint") from None
     version = header.get("version")
@@ -212,11 +222,7 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     if header.get("kind") != kind:
         raise MaskclError(f"{path} holds a {header.get('kind')!r} checkpoint, expected {kind!r}")
     try:
-        return _unflatten(header["state"], tensors)
-    except RecursionError:
-        raise MaskclError(
-            f"{path} is a damaged maskcl checkpoint (its header is nested too deeply)"
-        ) from None
+        return _unflatten(header["state"], stored)
     except (KeyError, TypeError, ValueError) as err:
         raise MaskclError(f"{path} is a damaged maskcl checkpoint (missing {err})") from None
 

@@ -136,11 +136,9 @@ class RunFolder:
     ) -> None:
         if not checkpoint_interval >= 0:  # NaN too
             raise MaskclError(f"checkpoint_interval must be a number >= 0 seconds, got {checkpoint_interval}")
-        if mode not in MODES:
-            raise MaskclError(f"unknown run-folder mode {mode!r}; known: {', '.join(MODES)}")
         self.path = Path(path)
         self.checkpoint_interval = checkpoint_interval
-        self.mode = mode
+        self.mode = _checked_mode(mode)
         self.stop: int = 0  # the number of the signal that asked to stop; 0: go on
         self.active = False  # True while a session claims the folder: a stop is then honoured at a step
         self.metric_lines = 0
@@ -148,7 +146,6 @@ class RunFolder:
         self._last_save = time.monotonic()
         self._writer: Any = None
         self._claim = FolderClaim(self.path, subfolders=(MODELS,))
-        self._started = False  # this process began the run here (nothing was resumable)
         self._checkpointed = False  # this process wrote a checkpoint
         self._info: dict = {}
         self._model_index: tuple[int, dict[str, tuple[int, str]]] | None = None
@@ -231,8 +228,7 @@ class RunFolder:
 
     def _begin(self, config: dict, device: str) -> Opened:
         if self.mode == "new":
-            if _entries(self.path):
-                self.check_new()
+            self.check_new()
             return self._start(config, device)
         saved = self.saved_config()
         if saved is None:
@@ -276,7 +272,6 @@ class RunFolder:
                     shutil.rmtree(path)
                 else:
                     path.unlink(missing_ok=True)
-        self._started = True
         self._claim.write(self.path / CONFIG, _json_bytes(config))
         self._info = {"threads": torch.get_num_threads(), "device": device}
         self._write_info("running")
@@ -342,7 +337,7 @@ class RunFolder:
         previous = self.path / MODELS / f"task-{task - 1}.safetensors"
         if task == 0 or not previous.exists():
             return {}
-        state = load_checkpoint(previous, kind="model")
+        state = load_checkpoint(previous, kind="model", tensors=False)
         stored_in, digests = state.get("stored_in"), state.get("digests")
         if not isinstance(stored_in, dict) or not isinstance(digests, dict):
             return {}
@@ -427,6 +422,12 @@ class RunFolder:
         self._close_writer()
 
 
+def _checked_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise MaskclError(f"unknown run-folder mode {mode!r}; known: {', '.join(MODES)}")
+    return mode
+
+
 def _entries(folder: Path) -> set[str]:
     """The names in ``folder`` but its ``.lock`` (an empty set when it is missing or not a folder)."""
     if not folder.is_dir():
@@ -500,9 +501,7 @@ class SweepFolder:
     behind removes what this process created."""
 
     def __init__(self, path: str | Path, mode: str = "new") -> None:
-        if mode not in MODES:
-            raise MaskclError(f"unknown run-folder mode {mode!r}; known: {', '.join(MODES)}")
-        self.path, self.mode = Path(path), mode
+        self.path, self.mode = Path(path), _checked_mode(mode)
         self._claim = FolderClaim(self.path)
 
     def read(self) -> tuple[dict, list[int]]:

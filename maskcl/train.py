@@ -358,10 +358,11 @@ class _Run:
     def __init__(self, config: RunConfig, folder: RunFolder | None) -> None:
         self.config, self.folder = config, folder
         self.device = resolve_device(config.device)
-        if config.tasks is not None:
+        if config.tasks is not None:  # before the scenario is built: its permutations, heads, ...
             check_tasks_fit(config.tasks)
         self.scenario = load_scenario(config)
-        check_tasks_fit(self.scenario.num_tasks)
+        if config.tasks is None:
+            check_tasks_fit(self.scenario.num_tasks)
         torch.manual_seed(config.seed)
         check_memory(config, self.scenario, self.device)
         self.method = build_method(config, self.scenario, self.device)
@@ -493,7 +494,9 @@ def _check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> Non
         raise MaskclError("its optimizer state is damaged")
     groups = saved["param_groups"]
     if len(groups) != len(ours["param_groups"]):
-        raise MaskclError(f"its optimizer has {len(groups)} parameter groups, this run's has 1")
+        raise MaskclError(
+            f"its optimizer has {len(groups)} parameter groups, this run's has {len(ours['param_groups'])}"
+        )
     for theirs, mine in zip(groups, ours["param_groups"]):
         if not isinstance(theirs, dict):
             raise MaskclError("its optimizer state is damaged")
@@ -626,22 +629,20 @@ def run(
     config.validate()
     with _memory_errors():
         run_ = _Run(config, folder)
-    if joint_reference is not None:
-        tasks = run_.scenario.num_tasks
-        if len(validate_accuracy_matrix(joint_reference)) != tasks:
-            raise MaskclError(
-                f"the joint reference has {len(joint_reference)} tasks, this run {tasks}: it cannot serve"
-            )
-    if folder is None:
-        with _memory_errors():
+        if joint_reference is not None:
+            tasks = run_.scenario.num_tasks
+            if len(validate_accuracy_matrix(joint_reference)) != tasks:
+                raise MaskclError(
+                    f"the joint reference has {len(joint_reference)} tasks, this run {tasks}: it cannot serve"
+                )
+        if folder is None:
             return _with_ratio(_run(run_, None, log, on_task_end, progress), joint_reference)
-    with folder.session(config.to_dict(), str(run_.device)) as opened:
-        if opened.results is not None:
-            return opened.results
-        with _memory_errors():
+        with folder.session(config.to_dict(), str(run_.device)) as opened:
+            if opened.results is not None:
+                return opened.results
             results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
-        folder.finish(results)
-        return results
+            folder.finish(results)
+            return results
 
 
 @contextlib.contextmanager
