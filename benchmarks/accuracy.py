@@ -22,7 +22,7 @@ from datetime import date
 
 import torch
 
-from maskcl.hat import owned_entries
+from maskcl.core import owned_entries
 from maskcl.train import RunConfig, run
 
 SPLIT = {"benchmark": "split-fmnist", "epochs": 5, "lr": 0.05, "batch_size": 64, "hidden": (400, 400)}
@@ -99,7 +99,7 @@ EXPERIMENTS = {
         ("hypermask 200-200, chunked (1024 chunks)", {**HYPERMASK_PERMUTED, "hidden": (200, 200)}),
         ("hypermask 200-200, unchunked", {**HYPERMASK_PERMUTED, "hidden": (200, 200), "chunks": 0}),
     ],
-    # timm networks converted by maskcl.hat.convert, on 1x28x28 images (ImageNet stems, no pretraining)
+    # timm networks converted by maskcl.core.convert, on 1x28x28 images (ImageNet stems, no pretraining)
     "converted": [
         ("hat, timm resnet18, adamw", {**SPLIT, **CONVERTED, "arch": "timm:resnet18"}),
         (

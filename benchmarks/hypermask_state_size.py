@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from maskcl.checkpoint import save_checkpoint
-from maskcl.hat.convert import convert
-from maskcl.hypermask import HyperMaskNet
+from maskcl.core.convert import convert
+from maskcl.methods.hypermask import HyperMaskNet
 from maskcl.resources import format_bytes
 from maskcl.runs import RunFolder, load_task_model
 

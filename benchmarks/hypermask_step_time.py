@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from step_time import paired_times
 
 from maskcl import create_model, set_task
-from maskcl.hypermask import HyperMask, HyperMaskNet
+from maskcl.methods.hypermask import HyperMask, HyperMaskNet
 
 
 def build(hidden, chunks, previous: int):
     torch.manual_seed(0)
     target = create_model(
-        "mlp", input_shape=(1, 28, 28), classes_per_task=[10] * (previous + 1), hidden=hidden, hat=False,
+        "mlp", input_shape=(1, 28, 28), classes_per_task=[10] * (previous + 1), hidden=hidden, gates=False,
         dropout=0.0, input_dropout=0.0,
     )  # fmt: skip
     net = HyperMaskNet(target, chunks=chunks)

@@ -16,7 +16,7 @@ import time
 import torch
 from step_time import build, make_step, paired_times
 
-from maskcl.hat import HAT
+from maskcl.methods.hat import HAT
 
 
 def main() -> None:

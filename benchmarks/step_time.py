@@ -4,8 +4,8 @@ Both models see the same batches with the same optimizer; HAT is measured on its
 exact protection of the first task is active. Short rounds of steps alternate between the two models
 and the median of the per-round ratios HAT / plain is reported: pairing neighbouring rounds cancels
 most of the drift of a shared, noisy machine. ``--arch timm:NAME`` compares timm's model with its
-conversion by :func:`maskcl.hat.convert`; ``--inference`` times evaluation-mode forward passes instead,
-``--compact`` the compact export (:func:`maskcl.hat.compact.compact`) of a task that uses half the units.
+conversion by :func:`maskcl.core.convert`; ``--inference`` times evaluation-mode forward passes instead,
+``--compact`` the compact export (:func:`maskcl.core.compact.compact`) of a task that uses half the units.
 
     python benchmarks/step_time.py [--arch mlp] [--hidden 400,400] [--batch-size 64] [--rounds 200]
     python benchmarks/step_time.py --arch timm:resnet18 --optimizer adamw --rounds 15 --steps 1
@@ -21,10 +21,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-import maskcl.hat.method as hat_method
+import maskcl.methods.hat.method as hat_method
 from maskcl import set_task
-from maskcl.hat import HAT, convert
-from maskcl.hat.compact import compact
+from maskcl.core import convert
+from maskcl.core.compact import compact
+from maskcl.methods.hat import HAT
 from maskcl.models import create_model
 
 

@@ -25,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 
 from maskcl.config import FIELD_TYPES, check_value, config_from_dict, read_config_file
-from maskcl.context import task_state
+from maskcl.core.context import task_state
 from maskcl.errors import MaskclError, MaskclWarning
-from maskcl.hat.method import MASK_INITS
-from maskcl.hat.scale import SCALE_SCHEDULES
-from maskcl.methods import METHODS
+from maskcl.methods import list_methods
+from maskcl.methods.hat.method import MASK_INITS
+from maskcl.methods.hat.scale import SCALE_SCHEDULES
 from maskcl.metrics import AccuracyMatrix, validate_accuracy_matrix
 from maskcl.report import write_report
 from maskcl.runs import (
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start, continue or report the run of these options in --out DIR (one line for requeues)",
     )
     p.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
-    p.add_argument("--method", choices=sorted(METHODS), help=f"default: {d.method}")
+    p.add_argument("--method", choices=list_methods(), help=f"default: {d.method}")
     p.add_argument("--benchmark", choices=sorted(BENCHMARKS), help=f"default: {d.benchmark}")
     p.add_argument("--data", metavar="FILE.npz", help="your own data (x_train, y_train, x_test, y_test)")
     p.add_argument("--scenario", choices=("split", "permuted"), help="how --data is cut")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from maskcl.context import set_task, task_state
+from maskcl.core.context import set_task, task_state
 from maskcl.errors import MaskclError
 
 

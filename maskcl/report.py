@@ -22,8 +22,8 @@ import numpy as np
 
 from maskcl import plotting
 from maskcl.checkpoint import write_atomic
+from maskcl.core.capacity import CapacitySummary, LayerCapacity
 from maskcl.errors import MaskclError
-from maskcl.hat.capacity import CapacitySummary, LayerCapacity
 from maskcl.runs import read_json
 
 METRICS = ("acc", "bwt", "forgetting")

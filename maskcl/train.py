@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskcl.checkpoint import check_like
-from maskcl.context import set_task
+from maskcl.core.context import set_task
+from maskcl.core.convert import convert
 from maskcl.data import (
     Scenario,
     TaskData,
@@ -32,12 +33,10 @@ from maskcl.data import (
     split_fashion_mnist,
 )
 from maskcl.errors import MaskclError, MaskclWarning, one_line
-from maskcl.hat.capacity import capacity
-from maskcl.hat.convert import convert
-from maskcl.hat.method import MASK_INITS
-from maskcl.hat.scale import SCALE_SCHEDULES
 from maskcl.inference import infer_task
 from maskcl.methods import Method, method_class
+from maskcl.methods.hat.method import MASK_INITS
+from maskcl.methods.hat.scale import SCALE_SCHEDULES
 from maskcl.metrics import (
     AccuracyMatrix,
     forgetting_ratio,
@@ -54,6 +53,21 @@ BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-cifar100": (split_cifar100, 10),
 }
 OPTIMIZERS = ("sgd", "adam", "adamw")
+METHOD_OPTIONS = {
+    "hat": ("s_max", "c", "scale_schedule", "mask_init", "per_layer", "quota", "compensation"),
+    "hypermask": (
+        "sparsity",
+        "sparsity_ramp",
+        "beta",
+        "lam",
+        "l1_masked",
+        "embedding_dim",
+        "hyper_hidden",
+        "chunks",
+    ),
+    "finetune": (),
+    "joint": (),
+}
 ARCH_OPTIONS = {
     "mlp": ("hidden", "dropout", "input_dropout"),
     "alexnet": ("hidden", "channels"),
@@ -193,21 +207,21 @@ def load_scenario(config: RunConfig) -> Scenario:
     return builder(config.tasks or default_tasks, **options)
 
 
-def build_model(config: RunConfig, scenario: Scenario, gated: bool) -> nn.Module:
+def build_model(config: RunConfig, scenario: Scenario, gates: bool) -> nn.Module:
     """The network named by ``config.arch``, sized for the scenario (``timm:NAME``: converted)."""
     if config.arch.startswith("timm:"):
-        return _timm_model(config.arch[5:], scenario, gated)
+        return _timm_model(config.arch[5:], scenario, gates)
     kwargs = {name: getattr(config, name) for name in ARCH_OPTIONS.get(config.arch, ())}
     return create_model(
         config.arch,
         input_shape=scenario.input_shape,
         classes_per_task=scenario.classes_per_task,
-        hat=gated,
+        gates=gates,
         **kwargs,
     )
 
 
-def _timm_model(name: str, scenario: Scenario, gated: bool) -> nn.Module:
+def _timm_model(name: str, scenario: Scenario, gates: bool) -> nn.Module:
     try:
         import timm
     except ImportError as err:
@@ -218,16 +232,14 @@ def _timm_model(name: str, scenario: Scenario, gated: bool) -> nn.Module:
         model = timm.create_model(name, in_chans=scenario.input_shape[0], num_classes=2)
     except RuntimeError as err:
         raise MaskclError(f"timm cannot build {name!r}: {err}") from err
-    return convert(model, scenario.classes_per_task, gates=gated)
+    return convert(model, scenario.classes_per_task, gates=gates)
 
 
 def build_method(config: RunConfig, scenario: Scenario, device: torch.device) -> Method:
     """The method of ``config`` around a new network for ``scenario``; ``.model`` is what it trains."""
     method_cls = method_class(config.method)
-    model = build_model(config, scenario, gated=method_cls.gated).to(device)
-    options = {name: getattr(config, name) for name in method_cls.options}
-    if "chunks" in options:
-        options["chunks"] = options["chunks"] or None  # 0: unchunked
+    model = build_model(config, scenario, gates=method_cls.gates).to(device)
+    options = {name: getattr(config, name) for name in METHOD_OPTIONS[config.method]}
     return method_cls(model, **options)
 
 
@@ -553,7 +565,7 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
         for x, y, ids in stream:
             if ids is not None:
                 set_task(model, ids)
-            loss = F.cross_entropy(model(x), y) + run_.method.penalty()
+            loss = F.cross_entropy(model(x), y) + run_.method.regularizer()
             run_.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run_.optimizer.step()
@@ -577,7 +589,7 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
         if folder is not None:
             folder.log_metrics(task, position.epoch + 1, {"train_loss": mean_loss, "val_acc": val})
         position.epoch, position.step = position.epoch + 1, 0
-    run_.method.end_task(task)
+    run_.method.end_task()
 
 
 def _progress_bar(enabled: bool, total: int, done: int, description: str):
@@ -706,8 +718,7 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
     )
     if config.task_inference:
         results["task_inference"] = evaluate_task_inference(model, scenario, device)
-    if method_class(config.method).gated:
-        results["capacity"] = [dataclasses.asdict(layer) for layer in capacity(model).layers]
+    results.update(run_.method.summary())
     results["timing"] = {
         "train_seconds": run_.seconds(),
         "threads": torch.get_num_threads(),

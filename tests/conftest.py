@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskcl.context import set_task
+from maskcl.core.context import set_task
 from maskcl.data import load_fashion_mnist
 from maskcl.errors import MaskclError
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from maskcl import MaskclError, create_model
-from maskcl.hat.capacity import capacity
+from maskcl.core.capacity import capacity
 from maskcl.metrics import AccuracyMatrix
 
 pytest.importorskip("matplotlib")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from maskcl.hat import owned_entries
+from maskcl.core import owned_entries
 from maskcl.train import RunConfig, run
 
 FAST = {"epochs": 1, "hidden": (100, 100), "tasks": 3}

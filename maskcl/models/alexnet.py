@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskcl.core.compact import kept_batch_norm2d, kept_conv2d, kept_linear_stack
+from maskcl.core.gate import GateLink, TaskGate
+from maskcl.core.layers import TaskBatchNorm
 from maskcl.errors import MaskclError
-from maskcl.hat.compact import kept_batch_norm2d, kept_conv2d, kept_linear_stack
-from maskcl.hat.gate import GateLink, TaskGate
-from maskcl.layers import TaskBatchNorm
 from maskcl.models.base import TaskModel
 from maskcl.models.registry import register_model
 
@@ -31,7 +31,7 @@ class AlexNet(TaskModel):
         classes_per_task: classes of each task.
         channels: output channels of the three conv layers.
         hidden: widths of the fully connected layers.
-        hat: gate every block (False: the same network, ungated).
+        gates: gate every block (False: the same network, ungated).
         batch_norm: add a :class:`TaskBatchNorm` after each conv (not in the paper).
         dropout: ``(conv dropout, fc dropout)``.
     """
@@ -42,7 +42,7 @@ class AlexNet(TaskModel):
         classes_per_task: Sequence[int],
         channels: Sequence[int] = (64, 128, 256),
         hidden: Sequence[int] = (2048, 2048),
-        hat: bool = True,
+        gates: bool = True,
         batch_norm: bool = False,
         dropout: tuple[float, float] = (0.2, 0.5),
     ) -> None:
@@ -71,7 +71,7 @@ class AlexNet(TaskModel):
         widths = [channels[-1] * self.spatial, *hidden]
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         units = [*channels, *hidden]
-        self.gates = nn.ModuleList(TaskGate(u, self.context) if hat else nn.Identity() for u in units)
+        self.gates = nn.ModuleList(TaskGate(u, self.context) if gates else nn.Identity() for u in units)
         self.conv_dropout, self.fc_dropout = nn.Dropout(dropout[0]), nn.Dropout(dropout[1])
         self.build_heads(widths[-1])
 
@@ -86,7 +86,7 @@ class AlexNet(TaskModel):
         return h
 
     def compact_layers(self, task: int) -> list[nn.Module]:
-        """Task ``task`` with only its units, for :func:`maskcl.hat.compact.compact`."""
+        """Task ``task`` with only its units, for :func:`maskcl.core.compact.compact`."""
         masks = [g.hard_mask(task) if isinstance(g, TaskGate) else None for g in self.gates]
         layers: list[nn.Module] = []
         cols = None

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from maskcl.context import TaskContext, TaskId, TaskState
+from maskcl.core.context import TaskContext, TaskId, TaskState
+from maskcl.core.gate import GateLink, TaskGate
+from maskcl.core.layers import TaskHeads
 from maskcl.errors import MaskclError
-from maskcl.hat.gate import GateLink, TaskGate
-from maskcl.layers import TaskHeads
 
 
 class TaskModel(nn.Module):

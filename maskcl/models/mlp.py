@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskcl.hat.compact import kept_linear_stack
-from maskcl.hat.gate import GateLink, TaskGate
+from maskcl.core.compact import kept_linear_stack
+from maskcl.core.gate import GateLink, TaskGate
 from maskcl.models.base import TaskModel
 from maskcl.models.registry import register_model
 
@@ -24,7 +24,7 @@ class MLP(TaskModel):
         input_shape: shape of one sample; it is flattened.
         classes_per_task: classes of each task (one head each).
         hidden: width of each hidden layer.
-        hat: put a :class:`TaskGate` after each hidden layer (False: the same network, ungated).
+        gates: put a :class:`TaskGate` after each hidden layer (False: the same network, ungated).
         dropout: dropout after each hidden activation (paper: 0.5).
         input_dropout: dropout on the input features (paper: 0.2).
     """
@@ -34,14 +34,14 @@ class MLP(TaskModel):
         input_shape: Sequence[int],
         classes_per_task: Sequence[int],
         hidden: Sequence[int] = (400, 400),
-        hat: bool = True,
+        gates: bool = True,
         dropout: float = 0.5,
         input_dropout: float = 0.2,
     ) -> None:
         super().__init__(input_shape, classes_per_task)
         widths = [math.prod(self.input_shape), *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
-        self.gates = nn.ModuleList(TaskGate(w, self.context) if hat else nn.Identity() for w in hidden)
+        self.gates = nn.ModuleList(TaskGate(w, self.context) if gates else nn.Identity() for w in hidden)
         self.dropout = nn.Dropout(dropout)
         self.input_dropout = nn.Dropout(input_dropout)
         self.build_heads(widths[-1])
@@ -53,7 +53,7 @@ class MLP(TaskModel):
         return h
 
     def compact_layers(self, task: int) -> list[nn.Module]:
-        """Task ``task`` with only its units, for :func:`maskcl.hat.compact.compact`."""
+        """Task ``task`` with only its units, for :func:`maskcl.core.compact.compact`."""
         masks = [g.hard_mask(task) if isinstance(g, TaskGate) else None for g in self.gates]
         return [nn.Flatten(), *kept_linear_stack(list(self.layers), masks, None, self.heads.plain(task))]
 

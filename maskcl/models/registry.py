@@ -32,7 +32,7 @@ def list_models() -> list[str]:
 def create_model(name: str, **kwargs) -> TaskModel:
     """Build a registered model: ``create_model("mlp", input_shape=(1, 28, 28), classes_per_task=[2] * 5)``.
 
-    Every model takes ``input_shape``, ``classes_per_task`` and ``hat`` (``True``: HAT gates after every
+    Every model takes ``input_shape``, ``classes_per_task`` and ``gates`` (``True``: HAT gates after every
     hidden layer; ``False``: the same network without gates), plus its own size arguments.
     """
     if name not in _REGISTRY:

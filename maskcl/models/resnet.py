@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskcl.context import TaskContext
+from maskcl.core.context import TaskContext
+from maskcl.core.gate import GateLink, TaskGate
+from maskcl.core.layers import TaskBatchNorm
 from maskcl.errors import MaskclError
-from maskcl.hat.gate import GateLink, TaskGate
-from maskcl.layers import TaskBatchNorm
 from maskcl.models.base import TaskModel
 from maskcl.models.registry import register_model
 
@@ -20,12 +20,12 @@ class _ConvNorm(nn.Module):
     """``gate(task_batch_norm(conv(x)))``: one gated unit of the network."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int, context: TaskContext, hat: bool
+        self, c_in: int, c_out: int, kernel: int, stride: int, context: TaskContext, gates: bool
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False)
         self.norm = TaskBatchNorm(c_out, context)
-        self.gate = TaskGate(c_out, context) if hat else nn.Identity()
+        self.gate = TaskGate(c_out, context) if gates else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gate(self.norm(self.conv(x)))
@@ -35,12 +35,14 @@ class _Block(nn.Module):
     """Basic residual block: ``relu(f(x) + shortcut(x))``; the shortcut is a gated 1x1 conv when the
     shape changes (option B of the paper), the identity otherwise."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, context: TaskContext, hat: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, context: TaskContext, gates: bool) -> None:
         super().__init__()
-        self.first = _ConvNorm(c_in, c_out, 3, stride, context, hat)
-        self.second = _ConvNorm(c_out, c_out, 3, 1, context, hat)
+        self.first = _ConvNorm(c_in, c_out, 3, stride, context, gates)
+        self.second = _ConvNorm(c_out, c_out, 3, 1, context, gates)
         self.shortcut = (
-            _ConvNorm(c_in, c_out, 1, stride, context, hat) if stride != 1 or c_in != c_out else nn.Identity()
+            _ConvNorm(c_in, c_out, 1, stride, context, gates)
+            if stride != 1 or c_in != c_out
+            else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +54,7 @@ class CifarResNet(TaskModel):
     """ResNet for 32x32 images: a 3x3 stem, three stages of ``n`` basic blocks with ``width``, ``2 width``
     and ``4 width`` channels (strides 1, 2, 2), global average pooling, one head per task.
 
-    Every convolution is followed by a :class:`TaskBatchNorm` and, with ``hat``, a HAT gate. Weights are
+    Every convolution is followed by a :class:`TaskBatchNorm` and, with ``gates``, a HAT gate. Weights are
     protected by their output channels (residual sums make the input side unknowable per layer).
 
     Args:
@@ -60,7 +62,7 @@ class CifarResNet(TaskModel):
         classes_per_task: classes of each task.
         depth: ``6n + 2`` (20, 32, 44, 56, 110).
         width: channels of the first stage (paper: 16).
-        hat: gate every convolution (False: the same network, ungated).
+        gates: gate every convolution (False: the same network, ungated).
     """
 
     def __init__(
@@ -69,7 +71,7 @@ class CifarResNet(TaskModel):
         classes_per_task: Sequence[int],
         depth: int = 20,
         width: int = 16,
-        hat: bool = True,
+        gates: bool = True,
     ) -> None:
         super().__init__(input_shape, classes_per_task)
         if len(self.input_shape) != 3:
@@ -79,12 +81,12 @@ class CifarResNet(TaskModel):
         if depth < 8 or (depth - 2) % 6:
             raise MaskclError(f"a CIFAR ResNet has depth 6n + 2 (20, 32, 44, ...), got {depth}")
         blocks = (depth - 2) // 6
-        self.stem = _ConvNorm(self.input_shape[0], width, 3, 1, self.context, hat)
+        self.stem = _ConvNorm(self.input_shape[0], width, 3, 1, self.context, gates)
         stages, c_in = [], width
         for stage, c_out in enumerate((width, 2 * width, 4 * width)):
             for b in range(blocks):
                 stride = 2 if stage > 0 and b == 0 else 1
-                stages.append(_Block(c_in, c_out, stride, self.context, hat))
+                stages.append(_Block(c_in, c_out, stride, self.context, gates))
                 c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.build_heads(c_in)

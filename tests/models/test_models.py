@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from maskcl.core.gate import TaskGate
 from maskcl.errors import MaskclError
-from maskcl.hat import HAT
-from maskcl.hat.gate import TaskGate
+from maskcl.methods.hat import HAT
 from maskcl.models import create_model, list_models
 
 SMALL = {
@@ -49,7 +49,7 @@ def test_per_sample_task_ids_equal_single_task_outputs(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_hat_false_is_the_same_network_without_gates(name):
-    gated, plain = build(name), build(name, hat=False)
+    gated, plain = build(name), build(name, gates=False)
     assert any(isinstance(m, TaskGate) for m in gated.modules())
     assert not any(isinstance(m, TaskGate) for m in plain.modules())
     assert plain.gate_links() == []

@@ -1,0 +1,6 @@
+"""HyperMask (Książek & Spurek, arXiv 2310.00113): hypernetwork-generated semi-binary masks per task."""
+
+from maskcl.methods.hypermask.hypernetwork import HyperNetwork
+from maskcl.methods.hypermask.method import HyperMask, HyperMaskConfig, HyperMaskNet, semi_binary_mask
+
+__all__ = ["HyperMask", "HyperMaskConfig", "HyperMaskNet", "HyperNetwork", "semi_binary_mask"]
