@@ -104,6 +104,7 @@ class Method:
 
     - :meth:`prepare`: the network to train from the one given (e.g. wrapped to mask its weights);
     - :meth:`training_tasks`: whose data trains ``task`` (``joint``: every task so far);
+    - :meth:`check_epochs`: refuse a number of epochs a task the method cannot work with;
     - :meth:`start_task`, :meth:`regularizer`, :meth:`after_step`, :meth:`end_epoch`, :meth:`end_task`;
     - :meth:`protected`: the entries that learned tasks own, kept bit-for-bit while later tasks train;
     - :meth:`state_dict` / :meth:`load_state_dict`: the method's state inside a task (for checkpoints);
@@ -132,6 +133,10 @@ class Method:
     def training_tasks(self, task: int) -> list[int]:
         """The tasks whose training data are used while learning ``task``."""
         return [task]
+
+    def check_epochs(self, epochs: int) -> None:
+        """A one-line error, before any training, when the method cannot train ``epochs`` epochs a task
+        (e.g. PackNet's retraining epochs must leave some to train before pruning)."""
 
     def protected(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(tensor, mask)`` pairs of the entries ``tasks`` own, frozen while a later task trains (e.g.
