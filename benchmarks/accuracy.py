@@ -22,8 +22,8 @@ from datetime import date
 
 import torch
 
+from maskcl import RunConfig, run
 from maskcl.core import owned_entries
-from maskcl.train import RunConfig, run
 
 SPLIT = {"benchmark": "split-fmnist", "epochs": 5, "lr": 0.05, "batch_size": 64, "hidden": (400, 400)}
 # Permuted: dropout off (the paper's 0.2/0.5 dropout costs about 2 points here with 5 epochs per task)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from maskcl import RunConfig, run
 from maskcl.runs import DEFAULT_CHECKPOINT_INTERVAL, RunFolder
-from maskcl.train import RunConfig, run
 
 
 def timed_run(config: RunConfig, folder: RunFolder | None) -> tuple[float, dict]:

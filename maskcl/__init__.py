@@ -1,21 +1,32 @@
 """maskcl: mask-based continual learning for PyTorch.
 
-The public API is small: :func:`create_model` / :func:`list_models` (the model registry),
-:class:`HAT` (Hard Attention to the Task around any gated model), :func:`maskcl.core.convert` (any
-network made a HAT network), :func:`set_task`, the scenarios in :mod:`maskcl.data`, the metrics in
-:mod:`maskcl.metrics`, and :func:`maskcl.train.run` for a whole experiment.
+The public API, in a few namespaces:
+
+- ``maskcl``: the model registry (:func:`create_model`, :func:`list_models`), :func:`convert` (any network
+  made task-aware), :func:`set_task`; the method registry (:func:`create_method`, :func:`list_methods`,
+  :func:`register_method`, :class:`Method`, :class:`MethodConfig`) with :class:`HAT`; a whole experiment
+  (:class:`RunConfig`, :func:`run`, :func:`run_seeds`, :func:`load_run`);
+- :mod:`maskcl.core`: task context, task layers, exact protection and weight masking, for new methods;
+- :mod:`maskcl.methods`: the methods, each with its config dataclass;
+- :mod:`maskcl.data` and :mod:`maskcl.metrics`: scenarios and benchmarks; ACC, BWT, forgetting.
 """
 
+from maskcl.config import RunConfig
 from maskcl.core import convert, set_task
 from maskcl.errors import MaskclError
-from maskcl.methods import create_method, list_methods, register_method
+from maskcl.methods import Method, MethodConfig, create_method, list_methods, register_method
 from maskcl.methods.hat import HAT
 from maskcl.models import TaskModel, create_model, list_models
+from maskcl.runs import load_run
+from maskcl.train import run, run_seeds
+from maskcl.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "HAT",
     "MaskclError",
+    "Method",
+    "MethodConfig",
+    "RunConfig",
     "TaskModel",
     "__version__",
     "convert",
@@ -23,6 +34,9 @@ __all__ = [
     "create_model",
     "list_methods",
     "list_models",
+    "load_run",
     "register_method",
+    "run",
+    "run_seeds",
     "set_task",
 ]

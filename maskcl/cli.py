@@ -20,16 +20,26 @@ import argparse
 import dataclasses
 import signal
 import sys
+import types
+import typing
 import warnings
 from datetime import datetime
 from pathlib import Path
 
-from maskcl.config import FIELD_TYPES, check_value, config_from_dict, read_config_file
+from maskcl.build import resolve_device
+from maskcl.config import (
+    RUN_FIELDS,
+    RUN_TYPES,
+    RunConfig,
+    check_value,
+    config_from_dict,
+    option_types,
+    read_config_file,
+)
 from maskcl.core.context import task_state
 from maskcl.errors import MaskclError, MaskclWarning
-from maskcl.methods import list_methods
-from maskcl.methods.hat.method import MASK_INITS
-from maskcl.methods.hat.scale import SCALE_SCHEDULES
+from maskcl.evaluation import evaluate
+from maskcl.methods import list_methods, load_plugins, method_class
 from maskcl.metrics import AccuracyMatrix, validate_accuracy_matrix
 from maskcl.report import write_report
 from maskcl.runs import (
@@ -41,17 +51,8 @@ from maskcl.runs import (
     load_run_and_scenario,
     read_json,
     read_run_config,
-    summarize,
 )
-from maskcl.train import (
-    BENCHMARKS,
-    OPTIMIZERS,
-    Interrupted,
-    RunConfig,
-    evaluate,
-    resolve_device,
-    run,
-)
+from maskcl.train import Interrupted, run, run_seeds
 
 DEFAULTS = RunConfig()
 
@@ -88,15 +89,48 @@ RUN_DEFAULTS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="maskcl", description="Mask-based continual learning (HAT, HyperMask, baselines).")
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _add_flag(group, name: str, kind, default, help_text: str, choices=None) -> None:
+    """``--name`` for a config field of type ``kind`` (see :func:`maskcl.config.check_value`)."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    optional = type(None) in options
+    base = next(k for k in options if k is not type(None))
+    flag = "--" + name.replace("_", "-")
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    text = (help_text if default in (None, ()) else f"{help_text} (default: {shown})").replace("%", "%%")
+    if base is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        return
+    if typing.get_origin(base) is tuple:
+        convert = _int_list if typing.get_args(base)[0] is int else _name_list
+    else:
+        convert = base
+    if optional:
+        convert = _or_none(convert)
+    group.add_argument(flag, type=convert, choices=choices, help=text)
+
+
+def _or_none(convert):
+    def parse(text: str):
+        return None if text.lower() == "none" else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
+    """The command line; ``maskcl run``'s method flags are those of ``method``."""
+    parser = _Parser(prog="maskcl", description="Mask-based continual learning: " + ", ".join(list_methods()))
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = commands.add_parser(
         "run",
         help="train a continual-learning run and report its metrics",
         argument_default=argparse.SUPPRESS,
+        epilog=f"methods: {', '.join(list_methods())}; maskcl run --method NAME --help lists NAME's options",
     )
-    d = DEFAULTS
     p.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these options; flags win")
     p.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR with its own config")
     p.add_argument(
@@ -105,43 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start, continue or report the run of these options in --out DIR (one line for requeues)",
     )
     p.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
-    p.add_argument("--method", choices=list_methods(), help=f"default: {d.method}")
-    p.add_argument("--benchmark", choices=sorted(BENCHMARKS), help=f"default: {d.benchmark}")
-    p.add_argument("--data", metavar="FILE.npz", help="your own data (x_train, y_train, x_test, y_test)")
-    p.add_argument("--scenario", choices=("split", "permuted"), help="how --data is cut")
-    p.add_argument("--tasks", type=int, help="number of tasks (default: 5 split, 10 permuted)")
-    p.add_argument("--epochs", type=int, help=f"epochs per task (default: {d.epochs})")
-    p.add_argument("--batch-size", type=int, help=f"default: {d.batch_size}")
-    p.add_argument("--lr", type=float, help=f"default: {d.lr}")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default: {d.optimizer}")
-    p.add_argument("--momentum", type=float, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--arch", help="mlp, alexnet, resnet20, or timm:NAME (a timm model, converted)")
-    p.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 400,400")
-    p.add_argument("--channels", type=_int_list, help="alexnet conv channels")
-    p.add_argument("--dropout", type=float, help=f"mlp: dropout after hidden layers (default: {d.dropout})")
-    p.add_argument(
-        "--input-dropout", type=float, help=f"mlp: dropout on the input (default: {d.input_dropout})"
-    )
-    p.add_argument("--s-max", type=float, help=f"HAT's final gate scale (default: {d.s_max})")
-    p.add_argument("--c", type=float, help=f"HAT's regulariser weight (default: {d.c})")
-    p.add_argument("--scale-schedule", choices=sorted(SCALE_SCHEDULES))
-    p.add_argument("--mask-init", choices=MASK_INITS, help="HAT task embedding start")
-    p.add_argument("--per-layer", action="store_true", help="HAT regulariser normalised per layer")
-    p.add_argument("--quota", type=float, help="units a task may take unpenalised")
-    p.add_argument("--compensation", type=float, help="default: --s-max")
-    p.add_argument("--sparsity", type=float, help="HyperMask: %% of each mask set to 0")
-    p.add_argument("--sparsity-ramp", type=int, help="HyperMask: first task's ramp, in steps")
-    p.add_argument("--beta", type=float, help=f"HyperMask: hypernetwork-output regulariser ({d.beta})")
-    p.add_argument("--lam", type=float, help=f"HyperMask: lambda, L1 change of target weights ({d.lam})")
-    p.add_argument("--l1-masked", action="store_true", help="HyperMask: L1 weighted by earlier masks")
-    p.add_argument("--embedding-dim", type=int, help="HyperMask: task embedding size")
-    p.add_argument("--hyper-hidden", type=_int_list, help="HyperMask: hypernet widths")
-    p.add_argument("--chunks", type=int, help=f"HyperMask: output chunks, 0: unchunked ({d.chunks})")
-    p.add_argument("--task-inference", action="store_true", help="also test with the task unknown")
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    for name, field in RUN_FIELDS.items():
+        choices = list_methods() if name == "method" else field.metadata.get("choices")
+        _add_flag(p, name, RUN_TYPES[name], getattr(DEFAULTS, name), field.metadata["help"], choices)
+    config_class = method_class(method).config_class
+    group = p.add_argument_group(f"options of method {method}")
+    for field, kind in zip(dataclasses.fields(config_class), option_types(method).values()):
+        help_text = field.metadata.get("help", field.name)
+        _add_flag(group, field.name, kind, field.default, help_text, field.metadata.get("choices"))
     p.add_argument(
         "--joint-reference", metavar="RESULTS.json", help="a joint run's results: adds HAT's forgetting ratio"
     )
@@ -157,12 +162,45 @@ def build_parser() -> argparse.ArgumentParser:
     e = commands.add_parser("eval", help="re-evaluate a run's saved model")
     e.add_argument("dir", metavar="DIR", help="a run folder")
     e.add_argument("--after-task", type=int, help="the model saved after this task (default: the last)")
-    e.add_argument("--tasks", type=_int_list, help="tasks to evaluate (default: every learned one)")
+    e.add_argument("--tasks", type=_int_list, help="task ids to evaluate (default: every learned one)")
     e.add_argument("--device", default="cpu")
 
     r = commands.add_parser("report", help="plots and an HTML page of a finished run")
     r.add_argument("dir", metavar="DIR", help="a run folder or a multi-seed folder")
     return parser
+
+
+def _method_of(argv: list[str]) -> str:
+    """The method a ``maskcl run`` command line is for (its ``--method``, else its config file's, else the
+    default), once the plug-in modules it names are imported: its flags are that method's."""
+    if not argv or argv[0] != "run":
+        return DEFAULTS.method
+    peek = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for flag in ("--method", "--config", "--plugins"):
+        peek.add_argument(flag)
+    known = vars(peek.parse_known_args(argv[1:])[0])
+    file_values = read_config_file(known["config"]) if "config" in known else {}
+    try:
+        plugins = check_value("plugins", file_values.get("plugins", ()), RUN_TYPES["plugins"])
+        if "plugins" in known:
+            plugins = _name_list(known["plugins"])
+        method = check_value("method", known.get("method", file_values.get("method", DEFAULTS.method)), str)
+    except MaskclError as err:
+        raise MaskclError(f"{known.get('config', 'the command line')}: {err}") from None
+    load_plugins(plugins)
+    return method if method in list_methods() else DEFAULTS.method  # an unknown one: argparse says so
+
+
+def _unrecognised(extras: list[str], method: str) -> str:
+    """argparse's complaint about ``extras``, or, for another method's option, which method takes it."""
+    for extra in extras:
+        key = extra.removeprefix("--").split("=")[0].replace("-", "_")
+        others = [
+            m for m in list_methods() if m != method and extra.startswith("--") and key in option_types(m)
+        ]
+        if others:
+            return f"{extra.split('=')[0]} is an option of {', '.join(others)}, not of method {method}"
+    return f"unrecognized arguments: {' '.join(extras)}"
 
 
 def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
@@ -178,9 +216,17 @@ def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
                 raise MaskclError(f"{args.config}: {err}") from None
         if key in given:
             options[key] = _run_option(key, given[key])
+    if file_values:
+        for key in ("method", "plugins"):  # the flags choose the method whose options the file holds
+            if key in given:
+                file_values[key] = given[key]
     config = config_from_dict(file_values, source=args.config) if file_values else RunConfig()
-    flags = {k: v for k, v in given.items() if k in FIELD_TYPES}
-    config = dataclasses.replace(config, **flags).resolved()
+    run_flags = {k: v for k, v in given.items() if k in RUN_FIELDS}
+    kinds = option_types(run_flags.get("method", config.method))
+    method_flags = {k: v for k, v in given.items() if k in kinds}
+    if run_flags.get("method", config.method) == config.method:
+        method_flags = {**config.options, **method_flags}
+    config = dataclasses.replace(config, **run_flags, options=method_flags).resolved()
     config.validate()
     return config, options
 
@@ -320,21 +366,14 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         if options["seeds"] is None:
             _run_one(config, RunFolder(out, interval, mode), options, stopper, joint)
             return
-        sweep = SweepFolder(out, mode)
-        seeds = list(options["seeds"])
-        with sweep.session(config.to_dict(), seeds):
-            results = []
-            for seed in seeds:
-                if stopper.requested:  # asked while the last seed's run was finishing anyway
-                    raise Interrupted("stopped between seeds", stopper.requested)
-                folder = sweep.run_folder(seed, interval)
-                print(f"seed {seed}: {folder.path}")
-                results.append(
-                    _run_one(dataclasses.replace(config, seed=seed), folder, options, stopper, joint)
-                )
-            summary = {"method": config.method, "seeds": seeds}
-            summary |= {"runs": [f"seed-{s}" for s in seeds], **summarize(results)}
-            sweep.write_summary(summary)
+
+        def run_one(seed_config: RunConfig, folder: RunFolder) -> dict:
+            if stopper.requested:  # asked while the last seed's run was finishing anyway
+                raise Interrupted("stopped between seeds", stopper.requested)
+            print(f"seed {seed_config.seed}: {folder.path}")
+            return _run_one(seed_config, folder, options, stopper, joint)
+
+        summary = run_seeds(config, options["seeds"], SweepFolder(out, mode), interval, run_one)
         print(
             "over seeds "
             + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)
@@ -377,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         warnings.simplefilter("always", MaskclWarning)
         try:
-            args = build_parser().parse_args(argv)
+            argv = sys.argv[1:] if argv is None else list(argv)
+            method = _method_of(argv)
+            args, extras = build_parser(method).parse_known_args(argv)
+            if extras:
+                raise MaskclError(_unrecognised(extras, method))
             {"run": command_run, "eval": command_eval, "report": command_report}[args.command](args, stopper)
         except Interrupted as stop:
             print(f"maskcl: {stop}", file=sys.stderr)

@@ -1,21 +1,146 @@
-"""Config files for ``maskcl run --config FILE``: YAML (needs PyYAML, ``pip install 'maskcl[yaml]'``) or JSON.
+"""A run's configuration, the schema of ``maskcl run``'s flags, config files and a run folder's config.
 
+:class:`RunConfig` holds what every run has (data, network, optimiser, schedule) and the options of its
+one method, which come from the method's own config dataclass (:class:`~maskcl.methods.MethodConfig`):
+``RunConfig(method="hat", options={"s_max": 300})``. Flat, as in a config file or a run folder's
+``config.json``, the method's options sit next to the run's: ``{"method": "hat", "s_max": 300, ...}``;
+a saved config holds exactly the options of its own method.
+
+Config files (``maskcl run --config FILE``): YAML (needs PyYAML, ``pip install 'maskcl[yaml]'``) or JSON.
 Keys are the ``maskcl run`` flags without the dashes (``batch-size`` or ``batch_size``); lists are YAML
-lists or comma-separated strings. An unknown key, a value of the wrong type or out of range is a one-line
-error naming the file and the key. A run folder's ``config.json`` is a valid config file.
+lists or comma-separated strings. An unknown key, another method's option, a value of the wrong type or
+out of range is a one-line error naming the file and the key. A run folder's ``config.json`` is a valid
+config file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maskcl.checkpoint import parse_json
+from maskcl.data import BENCHMARKS
 from maskcl.errors import MaskclError
-from maskcl.train import RunConfig
+from maskcl.methods import MethodConfig, list_methods, load_plugins, method_class
+from maskcl.methods.base import make_config
+from maskcl.models import list_models
+
+__all__ = [
+    "OPTIMIZERS",
+    "RunConfig",
+    "check_value",
+    "config_from_dict",
+    "option_types",
+    "read_config_file",
+    "upgrade_config",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def _option(default: Any, help: str, **metadata: Any) -> Any:
+    """A config field with its ``--help`` text (and ``choices``)."""
+    if isinstance(default, list):
+        return field(default_factory=default.copy, metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; each field is a ``maskcl run`` flag of the same name, and each of
+    ``options`` a flag of the method's (see ``maskcl run --method NAME --help``)."""
+
+    method: str = _option("hat", "the continual-learning method")
+    options: dict[str, Any] = field(default_factory=dict, metadata={"flag": False})
+    plugins: tuple[str, ...] = _option((), "modules to import first, whose methods register themselves")
+    benchmark: str = _option("split-fmnist", "the benchmark", choices=tuple(BENCHMARKS))
+    data: str | None = _option(None, "your own data, a .npz file (x_train, y_train, x_test, y_test)")
+    scenario: str = _option("split", "how --data is cut into tasks", choices=("split", "permuted"))
+    num_tasks: int | None = _option(None, "number of tasks (default: 5 split, 10 permuted)")
+    epochs: int = _option(5, "epochs per task")
+    batch_size: int = _option(64, "batch size")
+    lr: float = _option(0.05, "learning rate")
+    optimizer: str = _option("sgd", "optimizer", choices=OPTIMIZERS)
+    momentum: float = _option(0.0, "SGD momentum")
+    weight_decay: float = _option(0.0, "weight decay (AdamW: decoupled)")
+    arch: str = _option("mlp", "mlp, alexnet, resnet20, or timm:NAME (a timm model, converted)")
+    hidden: tuple[int, ...] = _option((400, 400), "mlp/alexnet: hidden widths")
+    channels: tuple[int, ...] = _option((64, 128, 256), "alexnet: conv channels")
+    dropout: float = _option(0.5, "mlp: dropout after each hidden layer (the HAT paper's MLP)")
+    input_dropout: float = _option(0.2, "mlp: dropout on the input (the HAT paper's MLP)")
+    task_inference: bool = _option(False, "also test with the task unknown (maskcl.inference)")
+    val_fraction: float = _option(0.1, "fraction of each task's training data held out")
+    seed: int = _option(0, "random seed")
+    device: str = _option("auto", "auto, cpu, cuda, cuda:1, mps")
+
+    def method_config(self) -> MethodConfig:
+        """The method's options, complete and validated (its config dataclass)."""
+        load_plugins(self.plugins)
+        cls = method_class(self.method)
+        return make_config(cls.config_class, self.options, self.method)
+
+    def validate(self) -> None:
+        """Raise a one-line error naming the first flag whose value cannot work."""
+        options = self.method_config()
+        if self.data is None and self.benchmark not in BENCHMARKS:
+            raise MaskclError(f"unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+        if self.scenario not in ("split", "permuted"):
+            raise MaskclError(f"unknown scenario {self.scenario!r}; known: split, permuted")
+        if self.arch not in list_models() and not self.arch.startswith("timm:"):
+            raise MaskclError(f"unknown arch {self.arch!r}; known: {', '.join(list_models())}, timm:NAME")
+        if self.optimizer not in OPTIMIZERS:
+            raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        checks = [
+            ("num_tasks", self.num_tasks is None or self.num_tasks >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("input_dropout", 0 <= self.input_dropout < 1, "in [0, 1)"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "a list of positive widths"),
+            ("channels", len(self.channels) == 3 and min(self.channels) >= 1, "3 positive channel counts"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise MaskclError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+        for name, value in {**dataclasses.asdict(self), **options.to_dict()}.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MaskclError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat config: the run's fields with the method's complete options after ``method``."""
+        values = dataclasses.asdict(self)
+        del values["options"]
+        return {"method": values.pop("method"), **self.method_config().to_dict(), **values}
+
+    def resolved(self) -> RunConfig:
+        """This config with ``data`` as an absolute path (``~`` expanded), so that a run folder's config
+        works from any directory."""
+        if self.data is None:
+            return self
+        return dataclasses.replace(self, data=os.path.abspath(os.path.expanduser(self.data)))
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.metadata.get("flag", True)}
+"""The run's own fields (not the method's options), each a flag and a config key."""
+RUN_TYPES = {name: kind for name, kind in typing.get_type_hints(RunConfig).items() if name in RUN_FIELDS}
+
+
+def option_types(method: str) -> dict[str, Any]:
+    """The options of ``method`` (its config dataclass's fields) and their types."""
+    config = method_class(method).config_class
+    hints = typing.get_type_hints(config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config)}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -46,8 +171,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def check_value(key: str, value: Any, kind: Any) -> Any:
-    """``value`` as the annotated type ``kind`` of ``key`` (int, float, bool, str, tuple[int, ...], or one
-    of them or None); a one-line error naming the key otherwise."""
+    """``value`` as the annotated type ``kind`` of ``key`` (int, float, bool, str, a tuple of ints or of
+    strings, or one of them or None); a one-line error naming the key otherwise."""
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     if value is None and type(None) in options:
         return None
@@ -67,42 +192,94 @@ def check_value(key: str, value: Any, kind: Any) -> Any:
     if kind is str and isinstance(value, str):
         return value
     if typing.get_origin(kind) is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if isinstance(items, list):
+        item = typing.get_args(kind)[0]
+        items = ([] if not value else value.split(",")) if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
             try:
-                return tuple(int(v) if isinstance(v, str) else check_value(key, v, int) for v in items)
+                return tuple(_item(key, v, item) for v in items)
             except (MaskclError, ValueError):
                 pass
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    name = "a list of integers" if typing.get_origin(kind) is tuple else names[kind]
+    if typing.get_origin(kind) is tuple:
+        name = f"a list of {'integers' if typing.get_args(kind)[0] is int else 'names'}"
+    else:
+        name = names[kind]
     raise MaskclError(f"{key} must be {name}, got {value!r}")
 
 
-FIELD_TYPES = typing.get_type_hints(RunConfig)
+def _item(key: str, value: Any, kind: type) -> Any:
+    if kind is int and isinstance(value, str):
+        return int(value)
+    return check_value(key, value.strip() if isinstance(value, str) else value, kind)
 
 
 def config_from_dict(
     values: Mapping[str, Any], source: str, base: RunConfig | None = None, complete: bool = False
 ) -> RunConfig:
-    """``base`` (default: the defaults) with ``values`` applied, type-checked and validated; errors start
-    with ``source`` (the file) and name the key. ``complete``: every field must be given (a run folder's
+    """``base`` (default: the defaults) with the flat ``values`` applied, type-checked and validated; errors
+    start with ``source`` (the file) and name the key. The method's options keep ``base``'s when the method
+    stays the same. ``complete``: every key of the run and of its method must be given (a run folder's
     ``config.json``, which a missing key would otherwise silently fill with today's defaults)."""
-    fields = (base or RunConfig()).to_dict()
-    missing = [key for key in fields if key not in values]
+    base = base or RunConfig()
+    run = dataclasses.asdict(base)
+    options = run.pop("options")
+    try:
+        for key in ("plugins", "method"):
+            if key in values:
+                run[key] = check_value(key, values[key], RUN_TYPES[key])
+        load_plugins(run["plugins"])
+        kinds = option_types(run["method"])
+    except MaskclError as err:
+        raise MaskclError(f"{source}: {err}") from None
+    if run["method"] != base.method:
+        options = {}
+    missing = [key for key in [*RUN_FIELDS, *kinds] if key not in values]
     if complete and missing:
         raise MaskclError(
             f"{source} lacks {', '.join(missing)} (edited by hand?): it cannot say how the run ran"
         )
     for key, value in values.items():
-        if key not in FIELD_TYPES:
-            raise MaskclError(f"{source}: unknown key {key!r}")
+        target, kind = (run, RUN_TYPES[key]) if key in RUN_TYPES else (options, kinds.get(key))
+        if kind is None:
+            raise MaskclError(f"{source}: {_unknown_key(key, run['method'])}")
         try:
-            fields[key] = check_value(key, value, FIELD_TYPES[key])
+            target[key] = check_value(key, value, kind)
         except MaskclError as err:
             raise MaskclError(f"{source}: {err}") from None
-    config = RunConfig(**fields)
+    config = RunConfig(**run, options=options)
     try:
         config.validate()
     except MaskclError as err:
         raise MaskclError(f"{source}: {err}") from None
     return config
+
+
+def _unknown_key(key: str, method: str) -> str:
+    """Why ``key`` is not a key of a ``method`` run: another method's option, or no option at all."""
+    others = [name for name in list_methods() if name != method and key in option_types(name)]
+    if others:
+        return f"{key!r} is an option of {', '.join(others)}, not of method {method}"
+    if key in RENAMED:
+        return f"unknown key {key!r} (renamed {RENAMED[key]!r})"
+    return f"unknown key {key!r}"
+
+
+RENAMED = {"tasks": "num_tasks"}
+"""Keys of earlier maskcl versions and their names now."""
+
+
+def upgrade_config(values: dict[str, Any], format_version: int) -> dict[str, Any]:
+    """A run folder's saved config of an earlier format in today's keys (format 3 is today's).
+
+    Formats 1 and 2 stored every method's options in every run and ``tasks`` for the number of tasks;
+    today a run stores its own method's options only: the others are dropped, and options added since
+    take their defaults, which are what those versions did."""
+    if format_version >= 3 or not isinstance(values, dict):
+        return values
+    values = {RENAMED.get(key, key): value for key, value in values.items()}
+    method = values.get("method")
+    if method not in list_methods():
+        return values  # the one-line error comes when the config is read
+    defaults = method_class(method).config_class().to_dict()
+    upgraded = {key: value for key, value in values.items() if key in RUN_FIELDS or key in defaults}
+    return {"plugins": [], **defaults, **upgraded}

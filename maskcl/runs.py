@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskcl.build import build_method, load_scenario, resolve_device
 from maskcl.checkpoint import (
     FORMAT_VERSION,
     check_version,
@@ -61,7 +62,9 @@ from maskcl.checkpoint import (
     tensor_digest,
 )
 from maskcl.claim import LOCK, FolderClaim
+from maskcl.config import config_from_dict, upgrade_config
 from maskcl.errors import MaskclError, MaskclWarning, one_line
+from maskcl.version import __version__
 
 __all__ = [
     "RunFolder",
@@ -174,9 +177,16 @@ class RunFolder:
         return config
 
     def saved_config(self) -> dict | None:
-        """The config in ``config.json``, or None when there is none."""
+        """The config in ``config.json`` (in today's keys, if the folder is of an earlier format), or None
+        when there is none."""
         path = self.path / CONFIG
-        return read_json(path) if path.exists() else None
+        return upgrade_config(read_json(path), self._format_version()) if path.exists() else None
+
+    def _format_version(self) -> int:
+        """The format of this folder's files (``run.json``'s; a folder without one is of today's)."""
+        path = self.path / INFO
+        version = read_json(path).get("format_version") if path.exists() else FORMAT_VERSION
+        return version if type(version) is int else FORMAT_VERSION
 
     def finished_results(self, config: dict) -> dict | None:
         """The results of a finished run of ``config`` here (``resume``/``auto`` modes), else None; a
@@ -279,12 +289,10 @@ class RunFolder:
         return Opened()
 
     def _write_info(self, state: str, timing: dict | None = None) -> None:
-        import maskcl
-
         info = {
-            "format_version": FORMAT_VERSION,
+            "format_version": self._info.get("format_version", FORMAT_VERSION),  # a resumed folder keeps it
             "state": state,
-            "maskcl": maskcl.__version__,
+            "maskcl": __version__,
             "torch": torch.__version__,
             "threads": self._info.get("threads"),
             "device": self._info.get("device"),
@@ -308,6 +316,7 @@ class RunFolder:
         missing = [key for key in TRAINING_STATE if key not in state]
         if missing:
             raise MaskclError(f"{path} is a damaged training checkpoint (no {missing[0]!r})")
+        state["config"] = upgrade_config(state["config"], self._format_version())
         lines = state["metric_lines"]
         if type(lines) is not int or lines < 0:
             raise MaskclError(f"{path} is a damaged training checkpoint (metric_lines {lines!r})")
@@ -509,7 +518,7 @@ class SweepFolder:
         file = self.path / SWEEP
         sweep = read_json(file)
         check_format(sweep, file)
-        config, seeds = sweep.get("config"), sweep.get("seeds")
+        config, seeds = upgrade_config(sweep.get("config"), sweep["format_version"]), sweep.get("seeds")
         if (
             not isinstance(config, dict)
             or not isinstance(seeds, list)
@@ -637,8 +646,6 @@ def load_run(path: str | Path, after_task: int | None = None, device: str = "cpu
 
 def load_run_and_scenario(path: str | Path, after_task: int | None = None, device: str = "cpu") -> tuple:
     """:func:`load_run`'s model and the run's :class:`~maskcl.data.Scenario` (its data), built once."""
-    from maskcl.train import build_method, load_scenario, resolve_device
-
     path = Path(path)
     config = read_run_config(path)
     if after_task is None:
@@ -670,7 +677,5 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def read_run_config(path: str | Path):
     """The validated :class:`~maskcl.train.RunConfig` of the run folder ``path`` (every key present)."""
-    from maskcl.config import config_from_dict
-
     path = Path(path)
     return config_from_dict(RunFolder(path).open(), source=str(path / CONFIG), complete=True)

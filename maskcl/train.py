@@ -9,319 +9,40 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 import os
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskcl.checkpoint import check_like
-from maskcl.core.context import set_task
-from maskcl.core.convert import convert
-from maskcl.data import (
-    Scenario,
-    TaskData,
-    npz_scenario,
-    permuted_fashion_mnist,
-    split_cifar100,
-    split_fashion_mnist,
+from maskcl.build import (
+    build_method,
+    build_optimizer,
+    check_memory,
+    check_tasks_fit,
+    load_scenario,
+    resolve_device,
 )
+from maskcl.checkpoint import check_like
+from maskcl.config import RunConfig
+from maskcl.core.context import set_task
+from maskcl.data import TaskData
 from maskcl.errors import MaskclError, MaskclWarning, one_line
-from maskcl.inference import infer_task
-from maskcl.methods import Method, method_class
-from maskcl.methods.hat.method import MASK_INITS
-from maskcl.methods.hat.scale import SCALE_SCHEDULES
+from maskcl.evaluation import evaluate, evaluate_task_inference
 from maskcl.metrics import (
     AccuracyMatrix,
     forgetting_ratio,
     random_stratified_accuracy,
     validate_accuracy_matrix,
 )
-from maskcl.models import create_model, list_models
-from maskcl.resources import check_fits
-from maskcl.runs import CHECKPOINT, RunFolder, config_differences, load_model_state
+from maskcl.runs import CHECKPOINT, RunFolder, SweepFolder, config_differences, load_model_state, summarize
 
-BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
-    "split-fmnist": (split_fashion_mnist, 5),
-    "permuted-fmnist": (permuted_fashion_mnist, 10),
-    "split-cifar100": (split_cifar100, 10),
-}
-OPTIMIZERS = ("sgd", "adam", "adamw")
-METHOD_OPTIONS = {
-    "hat": ("s_max", "c", "scale_schedule", "mask_init", "per_layer", "quota", "compensation"),
-    "hypermask": (
-        "sparsity",
-        "sparsity_ramp",
-        "beta",
-        "lam",
-        "l1_masked",
-        "embedding_dim",
-        "hyper_hidden",
-        "chunks",
-    ),
-    "finetune": (),
-    "joint": (),
-}
-ARCH_OPTIONS = {
-    "mlp": ("hidden", "dropout", "input_dropout"),
-    "alexnet": ("hidden", "channels"),
-    "resnet20": (),
-}
-"""The :class:`RunConfig` fields each maskcl model takes."""
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run; each field is a ``maskcl run`` flag of the same name."""
-
-    method: str = "hat"
-    benchmark: str = "split-fmnist"
-    data: str | None = None  # a .npz file; replaces the benchmark
-    scenario: str = "split"  # how --data is cut into tasks: split or permuted
-    tasks: int | None = None  # default: 5 / 10 for the benchmarks; --data: 2 classes each / 10 permuted
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.05
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    arch: str = "mlp"  # a maskcl model (mlp, alexnet, resnet20) or timm:NAME, any timm model converted
-    hidden: tuple[int, ...] = (400, 400)
-    channels: tuple[int, ...] = (64, 128, 256)  # alexnet only
-    dropout: float = 0.5  # mlp: after each hidden layer (the HAT paper's MLP)
-    input_dropout: float = 0.2  # mlp: on the input (the HAT paper's MLP)
-    s_max: float = 400.0
-    c: float = 0.75
-    scale_schedule: str = "linear"  # HAT-CL's techniques (Duan, 2023); the defaults are the paper's
-    mask_init: str = "normal"
-    per_layer: bool = False
-    quota: float = 0.0
-    compensation: float | None = None  # default: s_max
-    sparsity: float = 0.0  # HyperMask (Książek & Spurek): % of each masked tensor set to 0
-    sparsity_ramp: int = 0  # HyperMask: steps over which the first task's sparsity rises from 0
-    beta: float = 0.01  # HyperMask: weight of the hypernetwork-output regulariser
-    lam: float = 0.001  # HyperMask: weight of the L1 change of the target's weights
-    l1_masked: bool = False  # HyperMask: weigh that L1 change by the task's mask
-    embedding_dim: int = 24  # HyperMask: task embedding size
-    hyper_hidden: tuple[int, ...] = (100, 100)  # HyperMask: hypernetwork hidden widths
-    chunks: int = 1024  # HyperMask: hypernetwork output chunks; 0 = unchunked (the original design)
-    task_inference: bool = False  # also evaluate with the task id unknown (maskcl.inference)
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-
-    def validate(self) -> None:
-        """Raise a one-line error naming the first flag whose value cannot work."""
-        method_class(self.method)
-        if self.data is None and self.benchmark not in BENCHMARKS:
-            raise MaskclError(f"unknown benchmark {self.benchmark!r}; known: {', '.join(BENCHMARKS)}")
-        if self.scenario not in ("split", "permuted"):
-            raise MaskclError(f"unknown scenario {self.scenario!r}; known: split, permuted")
-        if self.arch not in list_models() and not self.arch.startswith("timm:"):
-            raise MaskclError(f"unknown arch {self.arch!r}; known: {', '.join(list_models())}, timm:NAME")
-        if self.optimizer not in OPTIMIZERS:
-            raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        checks = [
-            ("tasks", self.tasks is None or self.tasks >= 1, ">= 1"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("batch-size", self.batch_size >= 1, ">= 1"),
-            ("lr", self.lr > 0, "> 0"),
-            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight-decay", self.weight_decay >= 0, ">= 0"),
-            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-            ("input-dropout", 0 <= self.input_dropout < 1, "in [0, 1)"),
-            ("s-max", self.s_max > 1, "> 1"),
-            ("c", self.c >= 0, ">= 0"),
-            ("quota", 0 <= self.quota < 1, "in [0, 1)"),
-            ("compensation", self.compensation is None or self.compensation > 0, "> 0"),
-            ("scale-schedule", self.scale_schedule in SCALE_SCHEDULES, f"in {', '.join(SCALE_SCHEDULES)}"),
-            ("mask-init", self.mask_init in MASK_INITS, f"in {', '.join(MASK_INITS)}"),
-            ("sparsity", 0 <= self.sparsity < 100, "in [0, 100)"),
-            ("sparsity-ramp", self.sparsity_ramp >= 0, ">= 0 steps"),
-            ("beta", self.beta >= 0, ">= 0"),
-            ("lam", self.lam >= 0, ">= 0"),
-            ("embedding-dim", self.embedding_dim >= 1, ">= 1"),
-            ("hyper-hidden", len(self.hyper_hidden) >= 1 and min(self.hyper_hidden) >= 1, "positive widths"),
-            ("chunks", self.chunks >= 0, ">= 0 (0: unchunked)"),
-            ("val-fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-            ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "a list of positive widths"),
-            ("channels", len(self.channels) == 3 and min(self.channels) >= 1, "3 positive channel counts"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise MaskclError(f"--{name} must be {rule}, got {getattr(self, name.replace('-', '_'))}")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise MaskclError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def resolved(self) -> RunConfig:
-        """This config with ``data`` as an absolute path (``~`` expanded), so that a run folder's config
-        works from any directory."""
-        if self.data is None:
-            return self
-        return dataclasses.replace(self, data=os.path.abspath(os.path.expanduser(self.data)))
-
-
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-"""What ``--device`` takes; ``auto`` is CUDA when available, else the CPU."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device ``name`` (one of :data:`DEVICES`), available here, or a one-line error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise MaskclError(f"unknown device {name!r}; known: {', '.join(DEVICES)}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MaskclError(f"device {name!r} asked for, but CUDA is not available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise MaskclError(
-                f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} GPUs"
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise MaskclError(f"device {name!r} asked for, but MPS (Apple's GPU) is not available here")
-    return device
-
-
-def load_scenario(config: RunConfig) -> Scenario:
-    """The scenario named by the config: a benchmark, or the user's .npz split or permuted."""
-    options = {"val_fraction": config.val_fraction, "seed": config.seed}
-    if config.data is not None:
-        return npz_scenario(config.data, scenario=config.scenario, n_tasks=config.tasks, **options)
-    builder, default_tasks = BENCHMARKS[config.benchmark]
-    return builder(config.tasks or default_tasks, **options)
-
-
-def build_model(config: RunConfig, scenario: Scenario, gates: bool) -> nn.Module:
-    """The network named by ``config.arch``, sized for the scenario (``timm:NAME``: converted)."""
-    if config.arch.startswith("timm:"):
-        return _timm_model(config.arch[5:], scenario, gates)
-    kwargs = {name: getattr(config, name) for name in ARCH_OPTIONS.get(config.arch, ())}
-    return create_model(
-        config.arch,
-        input_shape=scenario.input_shape,
-        classes_per_task=scenario.classes_per_task,
-        gates=gates,
-        **kwargs,
-    )
-
-
-def _timm_model(name: str, scenario: Scenario, gates: bool) -> nn.Module:
-    try:
-        import timm
-    except ImportError as err:
-        raise MaskclError("--arch timm:NAME needs timm: pip install 'maskcl[timm]'") from err
-    if len(scenario.input_shape) != 3:
-        raise MaskclError(f"timm models take images [C, H, W]; this data has samples {scenario.input_shape}")
-    try:
-        model = timm.create_model(name, in_chans=scenario.input_shape[0], num_classes=2)
-    except RuntimeError as err:
-        raise MaskclError(f"timm cannot build {name!r}: {err}") from err
-    return convert(model, scenario.classes_per_task, gates=gates)
-
-
-def build_method(config: RunConfig, scenario: Scenario, device: torch.device) -> Method:
-    """The method of ``config`` around a new network for ``scenario``; ``.model`` is what it trains."""
-    method_cls = method_class(config.method)
-    model = build_model(config, scenario, gates=method_cls.gates).to(device)
-    options = {name: getattr(config, name) for name in METHOD_OPTIONS[config.method]}
-    return method_cls(model, **options)
-
-
-def build_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """One optimizer for the whole run: its state carries over from task to task."""
-    params, lr, wd = model.parameters(), config.lr, config.weight_decay
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-
-
-OPTIMIZER_SLOTS = {"sgd": 0, "adam": 2, "adamw": 2}
-"""Tensors the optimizer keeps per parameter (SGD: one more with momentum)."""
-
-
-def check_memory(config: RunConfig, scenario: Scenario, device: torch.device) -> None:
-    """Refuse in one line, before allocating it, a network that cannot fit on ``device``.
-
-    The network is built on the meta device (sizes, no memory) and what training needs at least is
-    ``P (2 + k) + B + M``: the parameters' bytes ``P`` for the weights, their gradients and the optimizer's
-    ``k`` tensors each, the buffers ``B``, and what the method keeps besides (``M``,
-    :meth:`~maskcl.methods.Method.extra_memory`). Activations come on top. A network that cannot be built
-    on the meta device is not checked.
-    """
-    try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            method = build_method(config, scenario, torch.device("meta"))
-    except MaskclError:
-        raise
-    except Exception:  # e.g. a model that reads its own values while being built
-        return
-    model = method.model
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    slots = OPTIMIZER_SLOTS[config.optimizer] + (config.optimizer == "sgd" and config.momentum > 0)
-    need = params * (2 + slots) + buffers + method.extra_memory()
-    count = sum(p.numel() for p in model.parameters())
-    check_fits(need, f"the {config.method} {config.arch} network ({count:,} parameters)", device)
-
-
-def check_tasks_fit(tasks: int) -> None:
-    """``tasks`` tasks' accuracy matrix (``T x T`` numbers, also as lists in each checkpoint) must fit."""
-    check_fits(40 * tasks * tasks, f"--tasks {tasks}: the {tasks} x {tasks} accuracy matrix")
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, data: TaskData, task: int, device: torch.device, batch_size: int = 1000
-) -> float:
-    """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode."""
-    if len(data) == 0:
-        return float("nan")
-    set_task(model.eval(), task)
-    correct = 0
-    for x, y in data.batches(batch_size, device=device):
-        correct += int((model(x).argmax(1) == y).sum())
-    return correct / len(data)
-
-
-@torch.no_grad()
-def evaluate_task_inference(model: nn.Module, scenario: Scenario, device: torch.device) -> dict:
-    """Test accuracy with the task id unknown: per task, how often the task is inferred
-    (:func:`maskcl.inference.infer_task`) and how often the class is right as well (class-incremental).
-    """
-    hits, rights, sizes = [], [], []
-    for task in range(scenario.num_tasks):
-        hit = right = 0
-        for x, y in scenario[task].test.batches(1000, device=device):
-            inferred, predicted = infer_task(model, x)
-            hit += int((inferred == task).sum())
-            right += int(((inferred == task) & (predicted == y)).sum())
-        hits.append(hit)
-        rights.append(right)
-        sizes.append(max(len(scenario[task].test), 1))
-    return {
-        "task_accuracy": sum(hits) / sum(sizes),
-        "class_incremental_acc": sum(rights) / sum(sizes),
-        "per_task_task_accuracy": [h / n for h, n in zip(hits, sizes)],
-        "per_task_class_incremental_acc": [r / n for r, n in zip(rights, sizes)],
-    }
+__all__ = ["Interrupted", "run", "run_seeds"]
 
 
 def _joint_batches(
@@ -370,10 +91,10 @@ class _Run:
     def __init__(self, config: RunConfig, folder: RunFolder | None) -> None:
         self.config, self.folder = config, folder
         self.device = resolve_device(config.device)
-        if config.tasks is not None:  # before the scenario is built: its permutations, heads, ...
-            check_tasks_fit(config.tasks)
+        if config.num_tasks is not None:  # before the scenario is built: its permutations, heads, ...
+            check_tasks_fit(config.num_tasks)
         self.scenario = load_scenario(config)
-        if config.tasks is None:
+        if config.num_tasks is None:
             check_tasks_fit(self.scenario.num_tasks)
         torch.manual_seed(config.seed)
         check_memory(config, self.scenario, self.device)
@@ -583,6 +304,7 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
                 f"the loss became {mean_loss} in task {task}, epoch {position.epoch + 1}: "
                 "lower --lr or check the data"
             )
+        run_.method.end_epoch(position.epoch + 1, config.epochs)
         val = evaluate(model, run_.scenario[task].val, task, run_.device)
         epoch = f"{position.epoch + 1}/{config.epochs}"
         log(f"task {task} epoch {epoch}: loss {mean_loss:.4f}, val acc {val:.4f}")
@@ -655,6 +377,32 @@ def run(
             results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
             folder.finish(results)
             return results
+
+
+def run_seeds(
+    config: RunConfig,
+    seeds: Sequence[int],
+    sweep: SweepFolder,
+    checkpoint_interval: float,
+    run_one: Callable[[RunConfig, RunFolder], dict] | None = None,
+) -> dict:
+    """Run ``config`` once per seed in the multi-seed folder ``sweep`` (``seed-S/`` each) and write its
+    ``summary.json``: per metric the mean and standard deviation over the seeds; returns the summary.
+
+    ``run_one(config, folder)`` trains, continues or reports one seed's run (default: :func:`run` with
+    the folder); a finished seed is not trained again, so a stopped sweep continues where it stopped.
+    """
+    run_one = run_one or (lambda seed_config, folder: run(seed_config, folder=folder))
+    seeds = list(seeds)
+    with sweep.session(config.to_dict(), seeds):
+        results = [
+            run_one(dataclasses.replace(config, seed=seed), sweep.run_folder(seed, checkpoint_interval))
+            for seed in seeds
+        ]
+        summary = {"method": config.method, "seeds": seeds}
+        summary |= {"runs": [f"seed-{s}" for s in seeds], **summarize(results)}
+        sweep.write_summary(summary)
+    return summary
 
 
 @contextlib.contextmanager

@@ -61,7 +61,7 @@ def train_hat():
     return _train_hat_task
 
 
-SMALL_RUN = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--tasks", "2"]
+SMALL_RUN = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--num-tasks", "2"]
 """A run of a few seconds: 2 tasks, 3 epochs, MLP 32-32 on :func:`data`."""
 
 

@@ -45,7 +45,7 @@ def run_cli(args, capsys):
 def test_run_on_own_npz_writes_results_with_config(tmp_path, capsys):
     data = write_npz(tmp_path / "mine.npz")
     out = tmp_path / "out"
-    code, stdout, _ = run_cli(["--data", str(data), "--tasks", "2", "--out", str(out), *FAST], capsys)
+    code, stdout, _ = run_cli(["--data", str(data), "--num-tasks", "2", "--out", str(out), *FAST], capsys)
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["acc_matrix"]) == 2 and all(0 <= a <= 1 for a in results["acc_matrix"][1])
@@ -59,7 +59,17 @@ def test_run_on_own_npz_writes_results_with_config(tmp_path, capsys):
 def test_permuted_scenario_from_npz(tmp_path, capsys):
     data = write_npz(tmp_path / "mine.npz")
     code, _, _ = run_cli(
-        ["--data", str(data), "--scenario", "permuted", "--tasks", "3", "--out", str(tmp_path / "o"), *FAST],
+        [
+            "--data",
+            str(data),
+            "--scenario",
+            "permuted",
+            "--num-tasks",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+            *FAST,
+        ],
         capsys,
     )
     assert code == 0
@@ -81,7 +91,7 @@ def test_permuted_scenario_from_npz(tmp_path, capsys):
         (["--method", "hypermask", "--chunks", "-1"], "--chunks must be >= 0"),
         (["--arch", "timm:no_such_net", "--data", "GOOD"], "timm cannot build 'no_such_net'"),
         (["--arch", "timm:resnet18", "--data", "FEATURES"], "timm models take images"),
-        (["--data", "TOO_FEW", "--tasks", "3"], "too few"),
+        (["--data", "TOO_FEW", "--num-tasks", "3"], "too few"),
         (["--data", "MISSING_ARRAY"], "y_test"),
         (["--data", "MISMATCH"], "y_train"),
         (["--data", "GOOD", "--lr", "1e30", "--optimizer", "sgd"], "loss became"),
@@ -205,7 +215,7 @@ def test_converted_timm_network_from_the_command_line(tmp_path, capsys, method):
     pytest.importorskip("timm")
     data = write_npz(tmp_path / "images.npz", shape=(1, 16, 16))
     out = tmp_path / method
-    args = ["--data", str(data), "--tasks", "2", "--arch", "timm:resnet18", "--method", method]
+    args = ["--data", str(data), "--num-tasks", "2", "--arch", "timm:resnet18", "--method", method]
     code, _, _ = run_cli([*args, "--epochs", "2", "--batch-size", "16", "--quiet", "--out", str(out)], capsys)
     assert code == 0
     results = json.loads((out / "results.json").read_text())
@@ -222,7 +232,7 @@ def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, c
     args = [
         "--data",
         str(data),
-        "--tasks",
+        "--num-tasks",
         "2",
         "--method",
         "hypermask",
@@ -242,7 +252,7 @@ def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, c
 def test_task_inference_is_reported_when_asked(tmp_path, capsys, method):
     data = write_npz(tmp_path / "mine.npz")
     out = tmp_path / "ti"
-    args = ["--data", str(data), "--tasks", "2", "--method", method, "--task-inference", *FAST]
+    args = ["--data", str(data), "--num-tasks", "2", "--method", method, "--task-inference", *FAST]
     code, stdout, _ = run_cli([*args, "--out", str(out)], capsys)
     assert code == 0
     inference = json.loads((out / "results.json").read_text())["task_inference"]

@@ -45,7 +45,7 @@ def test_yaml_config_sets_the_run_and_flags_win(tmp_path, data, capsys):
     config.write_text(
         f"""# a YAML config
 data: {data}
-tasks: 2
+num_tasks: 2
 epochs: 2          # the command line's --epochs 1 wins
 hidden: [16, 12]
 lr: 1e-3           # YAML 1.1 reads this as the string '1e-3'
@@ -67,7 +67,7 @@ out: {tmp_path / "from-file"}
     assert saved["lr"] == 0.001 and isinstance(saved["lr"], float)
     assert saved["optimizer"] == "adam" and saved["method"] == "hat" and saved["task_inference"] is True
     assert saved["s_max"] == 200.0 and saved["dropout"] == 0.0 and saved["data"] == str(data)
-    assert saved["tasks"] == 2
+    assert saved["num_tasks"] == 2
     results = json.loads((out / "results.json").read_text())
     assert results["config"] == saved and "task_inference" in results
     # the flag's value is what ran, not only what was written: one epoch per task in metrics.csv
@@ -89,7 +89,7 @@ def test_run_options_in_the_file(tmp_path, data, capsys, monkeypatch):
     out = tmp_path / "sweep"
     config = tmp_path / "run.yml"
     config.write_text(
-        f"data: {data}\ntasks: 2\nepochs: 1\nhidden: 16,16\n"
+        f"data: {data}\nnum_tasks: 2\nepochs: 1\nhidden: 16,16\n"
         f"seeds: [3, 4]\nout: {out}\nquiet: true\ncheckpoint_interval: 0\n"
     )
     code, stdout, err = cli(["run", "--config", str(config)], capsys)
@@ -113,7 +113,7 @@ def test_defaults_keep_per_epoch_lines_and_task_end_checkpoints_only(tmp_path, d
     save = RunFolder.save_training_state
     monkeypatch.setattr(RunFolder, "save_training_state", lambda f, s: (saves.append(s), save(f, s)))
     config = tmp_path / "run.yaml"
-    config.write_text(f"data: {data}\ntasks: 2\nepochs: 1\nhidden: [16, 16]\n")
+    config.write_text(f"data: {data}\nnum_tasks: 2\nepochs: 1\nhidden: [16, 16]\n")
     code, stdout, err = cli(["run", "--config", str(config), "--out", str(tmp_path / "r")], capsys)
     assert code == 0, err
     assert "task 0 epoch 1/1" in stdout
@@ -122,7 +122,7 @@ def test_defaults_keep_per_epoch_lines_and_task_end_checkpoints_only(tmp_path, d
 
 def test_a_run_folders_config_json_is_a_config_file(tmp_path, data, capsys):
     first = tmp_path / "first"
-    args = ["--data", str(data), "--tasks", "2", "--lr", "0.02", "--per-layer", "--c", "0.5", *FAST]
+    args = ["--data", str(data), "--num-tasks", "2", "--lr", "0.02", "--per-layer", "--c", "0.5", *FAST]
     code, _, err = cli(["run", *args, "--out", str(first)], capsys)
     assert code == 0, err
     second = tmp_path / "second"
@@ -219,7 +219,18 @@ def runs(tmp_path_factory):
         ("wide", "32,32", "hat"),
         ("hypermask", "16,16", "hypermask"),
     ):
-        args = ["run", "--data", str(data), "--tasks", "2", "--epochs", "1", "--hidden", hidden, "--quiet"]
+        args = [
+            "run",
+            "--data",
+            str(data),
+            "--num-tasks",
+            "2",
+            "--epochs",
+            "1",
+            "--hidden",
+            hidden,
+            "--quiet",
+        ]
         args += ["--method", method]
         assert main([*args, "--checkpoint-interval", "0", "--out", str(root / name)]) == 0
         made[name] = root / name
@@ -405,7 +416,7 @@ def test_out_below_a_regular_file_is_one_line_and_nothing_trains(tmp_path, data,
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = blocker / "x" / "y" if how == "deeper" else blocker / "run"
-    args = ["run", "--data", str(data), "--tasks", "2", "--epochs", "1", "--hidden", "16,16"]
+    args = ["run", "--data", str(data), "--num-tasks", "2", "--epochs", "1", "--hidden", "16,16"]
     if how == "file":
         config = tmp_path / "run.yaml"
         config.write_text(f"out: {out}\n")
@@ -590,7 +601,7 @@ def test_bad_data_with_seeds_leaves_nothing_and_the_same_command_then_works(tmp_
     """Before, the sweep's ``sweep.json`` stayed behind, and the same command was then refused."""
     mine = tmp_path / "mine.npz"
     mine.write_bytes(Path(data).read_bytes()[:2000])  # truncated
-    args = ["run", "--data", str(mine), "--tasks", "2", "--epochs", "1", "--hidden", "16,16", "--quiet"]
+    args = ["run", "--data", str(mine), "--num-tasks", "2", "--epochs", "1", "--hidden", "16,16", "--quiet"]
     args += ["--seeds", "0,1", "--out", str(tmp_path / "runs" / "sweep")]
     code, _, err = cli(args, capsys)
     assert_one_line_error(code, err, mine, "not a valid .npz")

@@ -63,7 +63,7 @@ def _peak_memory_of(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     [
         (["--hidden", "100000000"], ["hat mlp network", "parameters"]),
         (["--method", "hypermask", "--embedding-dim", "1000000000"], ["hypermask mlp network"]),
-        (["--scenario", "permuted", "--tasks", "100000"], ["--tasks 100000", "accuracy matrix"]),
+        (["--scenario", "permuted", "--num-tasks", "100000"], ["--num-tasks 100000", "accuracy matrix"]),
         (["--method", "hypermask", "--hyper-hidden", "1000000,1000000"], ["hypermask mlp network"]),
     ],
 )
@@ -89,6 +89,6 @@ def test_a_huge_permuted_scenario_is_refused_before_its_permutations(tmp_path):
     x, y = np.zeros((4, 1000)), np.array([0, 1, 0, 1])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(MaskclError, match="10000000000 permuted tasks"):
-        permuted_scenario(x, y, x, y, n_tasks=10**10)
+        permuted_scenario(x, y, x, y, num_tasks=10**10)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # kB
     assert Path(tmp_path).exists()

@@ -143,7 +143,7 @@ class _StopAfter(RunFolder):
     ],
 )
 def test_stopping_anywhere_and_resuming_is_bit_exact_for_every_method(tmp_path, data, options):
-    config = RunConfig(data=data, tasks=2, epochs=3, batch_size=32, hidden=(16, 16), **options)
+    config = RunConfig(data=data, num_tasks=2, epochs=3, batch_size=32, hidden=(16, 16), **options)
     expected = run(config, log=lambda _: None)
     folder = _StopAfter(tmp_path / "run", checkpoint_interval=1e9)
     chance, stops = random.Random(0), 0
@@ -274,7 +274,7 @@ def test_tensorboard_events_of_a_resumed_run_match_an_uninterrupted_one(tmp_path
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = RunConfig(data=data, tasks=2, epochs=3, batch_size=32, hidden=(16, 16))
+    config = RunConfig(data=data, num_tasks=2, epochs=3, batch_size=32, hidden=(16, 16))
     run(config, log=lambda _: None, folder=RunFolder(tmp_path / "whole"))
     folder = _StopAfter(tmp_path / "stopped", checkpoint_interval=1e9)
     for steps in (30, 40, 50, 30, 1000):
@@ -324,27 +324,40 @@ def test_a_run_folder_of_format_1_still_evaluates(tmp_path, capsys, data):
 def test_a_stopped_run_of_format_1_with_a_relative_data_path_resumes_from_where_it_began(
     tmp_path, monkeypatch, data, reference
 ):
-    """Format 1 stored ``--data`` as typed; resumed from the same directory, it continues to the same
-    results as a run never stopped."""
+    """Format 1 stored ``--data`` as typed and every method's options; resumed from the same directory,
+    it continues to the same results as a run never stopped."""
     import json as json_module
     import shutil
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(data, tmp_path / "d.npz")
     out = tmp_path / "run"
-    config = RunConfig(data=data, tasks=2, epochs=3, batch_size=16, hidden=(32, 32))
+    config = RunConfig(data=data, num_tasks=2, epochs=3, batch_size=16, hidden=(32, 32))
     folder = _StopAfter(out, checkpoint_interval=1e9)
     _StopAfter.steps = 100
     with pytest.raises(Interrupted):
         run(config, log=lambda _: None, folder=folder)
     from maskcl.checkpoint import load_checkpoint, save_checkpoint
 
-    saved = json_module.loads((out / "config.json").read_text())  # as format 1 wrote it: data as typed
-    (out / "config.json").write_text(json_module.dumps({**saved, "data": "d.npz"}))
+    saved = json_module.loads((out / "config.json").read_text())  # as format 1 wrote it: data as typed,
+    (out / "config.json").write_text(json_module.dumps(_format_1_config(saved)))  # every method's options
     state = load_checkpoint(out / "checkpoint.safetensors", kind="training")
-    state["config"]["data"] = "d.npz"
+    state["config"] = _format_1_config(state["config"])
     save_checkpoint(out / "checkpoint.safetensors", state, kind="training")
+    info = json_module.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json_module.dumps({**info, "format_version": 1}))
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     mine, theirs = (json_module.loads((p / "results.json").read_text()) for p in (out, reference))
     assert mine["acc_matrix"] == theirs["acc_matrix"]
     assert mine["config"]["data"] == str(tmp_path / "d.npz")
+
+
+def _format_1_config(config: dict) -> dict:
+    """A HAT run's config as maskcl 0.1 (run formats 1 and 2) wrote it: ``tasks`` for ``num_tasks``, no
+    plug-ins or clamps, every method's options, and ``data`` as typed."""
+    old = {("tasks" if key == "num_tasks" else key): value for key, value in config.items()}
+    for key in ("plugins", "embedding_clamp", "compensation_clamp"):
+        del old[key]
+    hypermask = {"sparsity": 0.0, "sparsity_ramp": 0, "beta": 0.01, "lam": 0.001, "l1_masked": False}
+    hypermask |= {"embedding_dim": 24, "hyper_hidden": [100, 100], "chunks": 1024}
+    return {**old, **hypermask, "data": "d.npz"}

@@ -14,9 +14,10 @@ class TaskGate(nn.Module):
     """Multiplies each unit (channel) by its task's gate: ``h' = h * a_t`` (Serrà et al., ICML 2018).
 
     While training, ``a_t = sigmoid(s * e_t)`` with ``e_t`` the task's learnable embedding and ``s`` the
-    annealed scale held in the shared :class:`~maskcl.core.context.TaskContext` (under :class:`~maskcl.methods.hat.HAT`
-    the values of all gates are computed together, with the gradient compensation, see
-    :func:`~maskcl.methods.hat.method.soft_gates`); in evaluation mode the gate is hard, ``a_t = 1[e_t > 0]``.
+    annealed scale held in the shared :class:`~maskcl.core.context.TaskContext` (under HAT,
+    :class:`~maskcl.methods.hat.HAT`, the values of all gates are computed together, with the gradient
+    compensation, see :func:`~maskcl.methods.hat.method.soft_gates`); in evaluation mode the gate is hard,
+    ``a_t = 1[e_t > 0]``.
     Units sit on ``channel_dim`` of the input (1 for ``[B, C, ...]``, -1 for token sequences ``[B, N, C]``).
 
     Args:

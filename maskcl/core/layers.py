@@ -124,13 +124,30 @@ class TaskBatchNorm(nn.Module):
                 self.eps,
             )
         if self.training:
-            raise MaskclError(
-                "TaskBatchNorm cannot train on a batch that mixes tasks; train one task at a time"
-            )
+            return self._per_task_batches(x, task)
         shape = [x.shape[0], x.shape[1]] + [1] * (x.dim() - 2)
         scale = (self.running_var[task] + self.eps).rsqrt() * self.weight[task]
         shift = self.bias[task] - self.running_mean[task] * scale
         return x * scale.view(shape) + shift.view(shape)
+
+    def _per_task_batches(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Training on a batch that mixes tasks (``joint``): each task's samples are normalised with their
+        own batch statistics and update that task's running statistics, as if each task's part of the
+        batch were a batch of its own (a task with one sample in the batch cannot be normalised)."""
+        out = torch.empty_like(x)
+        for t in task.unique().tolist():
+            rows = (task == t).nonzero().flatten()
+            out[rows] = F.batch_norm(
+                x[rows],
+                self.running_mean[t],
+                self.running_var[t],
+                self.weight[t],
+                self.bias[t],
+                True,
+                self.momentum,
+                self.eps,
+            )
+        return out
 
     def plain(self, task: int) -> nn.Module:
         """Task ``task``'s normalisation as the BatchNorm it was converted from (a copy, same class)."""

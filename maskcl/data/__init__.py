@@ -3,6 +3,7 @@
 from maskcl.data.cifar import load_cifar100, read_cifar_file
 from maskcl.data.fashion_mnist import default_cache_dir, load_fashion_mnist, read_idx
 from maskcl.data.scenarios import (
+    BENCHMARKS,
     Scenario,
     Task,
     TaskData,
@@ -17,6 +18,7 @@ from maskcl.data.scenarios import (
 )
 
 __all__ = [
+    "BENCHMARKS",
     "Scenario",
     "Task",
     "TaskData",

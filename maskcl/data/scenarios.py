@@ -17,7 +17,7 @@ import math
 import operator
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -182,9 +182,9 @@ def _check_arrays(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, 
         )
 
 
-def _check_options(n_tasks: int, val_fraction: float, seed: int) -> None:
-    if not isinstance(n_tasks, Integral) or n_tasks < 1:
-        raise MaskclError(f"n_tasks must be a positive integer, got {n_tasks!r}")
+def _check_options(num_tasks: int, val_fraction: float, seed: int) -> None:
+    if not isinstance(num_tasks, Integral) or num_tasks < 1:
+        raise MaskclError(f"num_tasks must be a positive integer, got {num_tasks!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise MaskclError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if not isinstance(seed, Integral) or seed < 0:
@@ -246,13 +246,13 @@ def split_scenario(
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
-    n_tasks: int,
+    num_tasks: int,
     *,
     val_fraction: float = 0.1,
     seed: int = 0,
     name: str = "split",
 ) -> Scenario:
-    """Cut the sorted classes into ``n_tasks`` consecutive groups, one task each.
+    """Cut the sorted classes into ``num_tasks`` consecutive groups, one task each.
 
     Group sizes differ by at most one, earlier tasks getting the extra class (10 classes, 4 tasks:
     3, 3, 2, 2). Each task holds out a random ``val_fraction`` of its training samples for validation,
@@ -260,16 +260,16 @@ def split_scenario(
     """
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in (x_train, y_train, x_test, y_test))
     _check_arrays(x_train, y_train, x_test, y_test)
-    _check_options(n_tasks, val_fraction, seed)
+    _check_options(num_tasks, val_fraction, seed)
     classes = _classes(y_train, y_test)
-    if len(classes) < 2 * n_tasks:
+    if len(classes) < 2 * num_tasks:
         raise MaskclError(
-            f"data has {len(classes)} classes: too few for {n_tasks} tasks of at least 2 classes"
+            f"data has {len(classes)} classes: too few for {num_tasks} tasks of at least 2 classes"
         )
     x_tr, x_te = prepare_inputs(x_train, x_test)
     rng = np.random.default_rng(seed)
     tasks = []
-    for task_id, group in enumerate(np.array_split(classes, n_tasks)):
+    for task_id, group in enumerate(np.array_split(classes, num_tasks)):
         fit, val = _split_indices(np.flatnonzero(np.isin(y_train, group)), val_fraction, rng, task_id)
         test = np.flatnonzero(np.isin(y_test, group))
         tasks.append(
@@ -289,13 +289,13 @@ def permuted_scenario(
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
-    n_tasks: int,
+    num_tasks: int,
     *,
     val_fraction: float = 0.1,
     seed: int = 0,
     name: str = "permuted",
 ) -> Scenario:
-    """``n_tasks`` tasks over all classes; task 0 sees the features as they are, task ``t > 0`` permuted.
+    """``num_tasks`` tasks over all classes; task 0 sees the features as they are, task ``t > 0`` permuted.
 
     The validation samples (the same for every task) come from ``numpy.random.default_rng(seed)``, the
     permutations from ``numpy.random.default_rng([seed, 1])``, so they depend only on ``seed`` and the
@@ -303,12 +303,13 @@ def permuted_scenario(
     """
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in (x_train, y_train, x_test, y_test))
     _check_arrays(x_train, y_train, x_test, y_test)
-    _check_options(n_tasks, val_fraction, seed)
+    _check_options(num_tasks, val_fraction, seed)
     classes = _classes(y_train, y_test)
     if len(classes) < 2:
         raise MaskclError(f"data has {len(classes)} class: a task needs at least 2")
     features = math.prod(x_train.shape[1:])
-    check_fits(8 * n_tasks * features, f"{n_tasks} permuted tasks (their {features}-feature permutations)")
+    what = f"{num_tasks} permuted tasks (their {features}-feature permutations)"
+    check_fits(8 * num_tasks * features, what)
     x_tr, x_te = prepare_inputs(x_train, x_test)
     fit, val = _split_indices(np.arange(len(y_train)), val_fraction, np.random.default_rng(seed), 0)
     shared = (
@@ -319,7 +320,7 @@ def permuted_scenario(
     n_features = math.prod(x_tr.shape[1:])
     permutations = np.random.default_rng([seed, 1])
     tasks = []
-    for task_id in range(n_tasks):
+    for task_id in range(num_tasks):
         permutation = None if task_id == 0 else torch.from_numpy(permutations.permutation(n_features))
         train, val_data, test = (TaskData(d.x, d.y, permutation) for d in shared)
         tasks.append(Task(task_id, classes.tolist(), train, val_data, test))
@@ -327,28 +328,28 @@ def permuted_scenario(
 
 
 def split_fashion_mnist(
-    n_tasks: int = 5, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+    num_tasks: int = 5, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
 ) -> Scenario:
     """Split Fashion-MNIST ("split-fmnist"): with 5 tasks, classes {0,1}, {2,3}, ..., {8,9}."""
     data = load_fashion_mnist(root)
-    return split_scenario(*data, n_tasks, val_fraction=val_fraction, seed=seed, name="split-fmnist")
+    return split_scenario(*data, num_tasks, val_fraction=val_fraction, seed=seed, name="split-fmnist")
 
 
 def permuted_fashion_mnist(
-    n_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+    num_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
 ) -> Scenario:
     """Permuted Fashion-MNIST ("permuted-fmnist"): all 10 classes, one pixel permutation per task."""
     data = load_fashion_mnist(root)
-    return permuted_scenario(*data, n_tasks, val_fraction=val_fraction, seed=seed, name="permuted-fmnist")
+    return permuted_scenario(*data, num_tasks, val_fraction=val_fraction, seed=seed, name="permuted-fmnist")
 
 
 def split_cifar100(
-    n_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+    num_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
 ) -> Scenario:
     """Split CIFAR-100 ("split-cifar100"): with 10 tasks, classes 0-9, 10-19, ..., 90-99. A missing copy
     is downloaded through torchvision."""
     data = load_cifar100(root, download=True)
-    return split_scenario(*data, n_tasks, val_fraction=val_fraction, seed=seed, name="split-cifar100")
+    return split_scenario(*data, num_tasks, val_fraction=val_fraction, seed=seed, name="split-cifar100")
 
 
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -383,7 +384,7 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def npz_scenario(
     path: str | Path,
     scenario: str = "split",
-    n_tasks: int | None = None,
+    num_tasks: int | None = None,
     *,
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -391,14 +392,23 @@ def npz_scenario(
 ) -> Scenario:
     """Build a ``"split"`` or ``"permuted"`` scenario from a ``.npz`` file (see :func:`load_npz`).
 
-    ``n_tasks`` defaults to two classes per task for ``"split"`` and to 10 tasks for ``"permuted"``;
+    ``num_tasks`` defaults to two classes per task for ``"split"`` and to 10 tasks for ``"permuted"``;
     ``name`` defaults to ``"<scenario>-<file stem>"``.
     """
     builders = {"split": split_scenario, "permuted": permuted_scenario}
     if scenario not in builders:
         raise MaskclError(f"unknown scenario {scenario!r}: choose one of {', '.join(map(repr, builders))}")
     data = load_npz(path)
-    if n_tasks is None:
-        n_tasks = max(1, len(np.unique(data[1])) // 2) if scenario == "split" else 10
+    if num_tasks is None:
+        num_tasks = max(1, len(np.unique(data[1])) // 2) if scenario == "split" else 10
     name = name if name is not None else f"{scenario}-{Path(path).stem}"
-    return builders[scenario](*data, n_tasks, val_fraction=val_fraction, seed=seed, name=name)
+    return builders[scenario](*data, num_tasks, val_fraction=val_fraction, seed=seed, name=name)
+
+
+BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
+    "split-fmnist": (split_fashion_mnist, 5),
+    "permuted-fmnist": (permuted_fashion_mnist, 10),
+    "split-cifar100": (split_cifar100, 10),
+}
+"""The benchmarks by name: the scenario's builder ``(num_tasks, *, val_fraction, seed)`` and its default
+number of tasks."""

@@ -91,6 +91,13 @@ class MethodConfig:
             if choices is not None and value not in choices:
                 raise MaskclError(f"unknown {field.name} {value!r}; known: {', '.join(map(str, choices))}")
 
+    def require(self, checks: list[tuple[str, bool, str]]) -> None:
+        """For :meth:`validate`: a one-line error for the first ``(option, holds, rule)`` that does not hold,
+        e.g. ``("density", 0 < self.density < 1, "in (0, 1)")``."""
+        for name, ok, rule in checks:
+            if not ok:
+                raise MaskclError(f"{name} must be {rule}, got {getattr(self, name)}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

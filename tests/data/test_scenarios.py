@@ -190,19 +190,19 @@ def test_prepare_inputs_keeps_feature_and_channel_layouts_and_leaves_input_alone
 
 
 @pytest.mark.parametrize(
-    ("arrays", "n_tasks", "message"),
+    ("arrays", "num_tasks", "message"),
     [
         (toy(n_classes=3), 2, "data has 3 classes: too few for 2 tasks of at least 2 classes"),
-        (toy(), 0, "n_tasks must be a positive integer, got 0"),
+        (toy(), 0, "num_tasks must be a positive integer, got 0"),
         ((toy()[0][:-1], *toy()[1:]), 2, "x_train has 59 rows but y_train has 60"),
         ((toy()[0], toy()[1].astype(np.float32), *toy()[2:]), 2, "y_train has dtype float32"),
         ((*toy()[:3], toy()[3] + 1), 2, "y_test has class 6, which does not occur in y_train"),
     ],
     ids=["too-few-classes", "no-tasks", "row-mismatch", "float-labels", "unseen-test-class"],
 )
-def test_split_rejects_bad_data(arrays, n_tasks: int, message: str) -> None:
+def test_split_rejects_bad_data(arrays, num_tasks: int, message: str) -> None:
     with pytest.raises(MaskclError) as info:
-        split_scenario(*arrays, n_tasks)
+        split_scenario(*arrays, num_tasks)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
@@ -293,7 +293,7 @@ def test_npz_flat_float_features(tmp_path: Path) -> None:
     arrays = good_arrays()
     arrays["x_train"] = arrays["x_train"].reshape(60, 16) / 7.0
     arrays["x_test"] = arrays["x_test"].reshape(24, 16) / 7.0
-    s = npz_scenario(save_npz(tmp_path / "flat.npz", **arrays), n_tasks=2)
+    s = npz_scenario(save_npz(tmp_path / "flat.npz", **arrays), num_tasks=2)
     assert s.input_shape == (16,) and s.classes_per_task == [3, 3]
 
 

@@ -135,9 +135,7 @@ class HATConfig(MethodConfig):
             ("quota", 0 <= self.quota < 1, "in [0, 1)"),
             ("compensation", self.compensation is None or self.compensation > 0, "> 0"),
         ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise MaskclError(f"{name} must be {rule}, got {getattr(self, name)}")
+        self.require(checks)
 
 
 @register_method("hat")

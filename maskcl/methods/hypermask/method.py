@@ -16,6 +16,7 @@ task-indexed BatchNorm rows, which are each task's own already.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from maskcl.core.masking import MaskedNet
 from maskcl.core.protection import owned_entries
 from maskcl.errors import MaskclError
 from maskcl.methods.base import Method, MethodConfig, register_method
-from maskcl.methods.hypermask.hypernetwork import HyperNetwork
+from maskcl.methods.hypermask.hypernetwork import DEFAULT_SIZE, HyperNetwork
 
 __all__ = ["HyperMask", "HyperMaskConfig", "HyperMaskNet", "semi_binary_mask"]
 
@@ -55,7 +56,7 @@ class HyperMaskNet(MaskedNet):
             ``maskcl.convert(model, classes, gates=False)``).
         sparsity: percentage of each masked tensor's entries set to 0, in [0, 100).
         hypernetwork: the :class:`HyperNetwork`'s sizes (``embedding_dim``, ``hidden``, ``chunks``,
-            ``chunk_embedding_dim``).
+            ``chunk_embedding_dim``, ``size``); ``hidden`` and ``chunks`` left out are sized to the target.
     """
 
     def __init__(
@@ -143,6 +144,17 @@ class HyperMaskConfig(MethodConfig):
     does. ``beta``, ``lam``: weights of the two penalties (see :class:`HyperMask`); ``l1_masked`` weighs the
     L1 term by the earlier tasks' masks. ``embedding_dim``, ``hyper_hidden``, ``chunks`` (0: unchunked,
     the original design), ``chunk_embedding_dim``: the hypernetwork's sizes (:class:`HyperNetwork`).
+
+    How big the hypernetwork is: ``hyper_hidden`` and ``chunks`` left at None are sized so that the
+    hypernetwork's parameters (task and chunk embeddings included) come within ``hyper_size`` x ``W`` and
+    close to it, ``W`` being the target's masked weights (its parameters but the heads' biases and the
+    per-task BatchNorm rows): two hidden layers as wide as fits, at most the published 100 and at least 16,
+    then the fewest chunks that fit (:func:`~maskcl.methods.hypermask.hypernetwork.auto_size`). With the
+    default 0.2 a target of over about 286,000 weights gets hidden (100, 100) and 500-700 chunks; below
+    about 38,000 weights (0.2) nothing fits and the floor is used, the smallest hypernetwork of width 16
+    (about ``928 + 24 T + 8 sqrt(17 W)`` parameters for ``T`` tasks). Given values are used as they are,
+    the other one fitted to them (unchunked, ``chunks`` 0: hidden (100, 100), no budget); both given
+    (e.g. the earlier defaults, ``chunks`` 1024 and ``hyper_hidden`` (100, 100)) build exactly that network.
     """
 
     sparsity: float = field(default=0.0, metadata={"help": "%% of each mask set to 0"})
@@ -151,25 +163,34 @@ class HyperMaskConfig(MethodConfig):
     lam: float = field(default=0.001, metadata={"help": "lambda, L1 change of the target's weights"})
     l1_masked: bool = field(default=False, metadata={"help": "L1 change weighted by earlier masks"})
     embedding_dim: int = field(default=24, metadata={"help": "task embedding size"})
-    hyper_hidden: tuple[int, ...] = field(default=(100, 100), metadata={"help": "hypernetwork widths"})
-    chunks: int = field(default=1024, metadata={"help": "hypernetwork output chunks; 0: unchunked"})
+    hyper_size: float = field(
+        default=DEFAULT_SIZE,
+        metadata={"help": "hypernetwork size, a fraction of the target's masked weights (sizes left unset)"},
+    )
+    hyper_hidden: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "hypernetwork widths (default: sized by hyper_size)"}
+    )
+    chunks: int | None = field(
+        default=None,
+        metadata={"help": "hypernetwork output chunks; 0: unchunked (default: sized by hyper_size)"},
+    )
     chunk_embedding_dim: int = field(default=16, metadata={"help": "chunk embedding size"})
 
     def validate(self) -> None:
         super().validate()
+        hidden = self.hyper_hidden
         checks = [
             ("sparsity", 0 <= self.sparsity < 100, "in [0, 100)"),
             ("sparsity_ramp", self.sparsity_ramp >= 0, ">= 0 steps"),
             ("beta", self.beta >= 0, ">= 0"),
             ("lam", self.lam >= 0, ">= 0"),
             ("embedding_dim", self.embedding_dim >= 1, ">= 1"),
-            ("hyper_hidden", len(self.hyper_hidden) >= 1 and min(self.hyper_hidden) >= 1, "positive widths"),
-            ("chunks", self.chunks >= 0, ">= 0 (0: unchunked)"),
+            ("hyper_size", self.hyper_size > 0 and math.isfinite(self.hyper_size), "a fraction > 0"),
+            ("hyper_hidden", hidden is None or (len(hidden) >= 1 and min(hidden) >= 1), "positive widths"),
+            ("chunks", self.chunks is None or self.chunks >= 0, ">= 0 (0: unchunked)"),
             ("chunk_embedding_dim", self.chunk_embedding_dim >= 1, ">= 1"),
         ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise MaskclError(f"{name} must be {rule}, got {getattr(self, name)}")
+        self.require(checks)
 
 
 @register_method("hypermask")
@@ -198,8 +219,9 @@ class HyperMask(Method):
             sparsity=config.sparsity,
             embedding_dim=config.embedding_dim,
             hidden=config.hyper_hidden,
-            chunks=config.chunks or None,
+            chunks=config.chunks,
             chunk_embedding_dim=config.chunk_embedding_dim,
+            size=config.hyper_size,
         )
 
     def protected(self, tasks: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -280,6 +302,14 @@ class HyperMask(Method):
         if self.task is not None:
             self.model.cache(self.task)
         super().end_task()
+
+    def summary(self) -> dict:
+        """``hypernetwork``: the sizes it was built with (``chunks`` 0: unchunked), its parameter count and
+        that count's share of the target's masked weights."""
+        hyper = self.model.hypernetwork
+        count = sum(p.numel() for p in hyper.parameters())
+        sizes = {"hidden": list(hyper.hidden), "chunks": hyper.chunks, "parameters": count}
+        return {"hypernetwork": {**sizes, "share_of_target": count / hyper.total}}
 
     def extra_memory(self) -> int:
         """One cached mask per task and the task's snapshot of the target's weights (and, with

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from maskcl import MaskclError, create_model, set_task
+from maskcl import MaskclError, RunConfig, create_model, run, set_task
 from maskcl.methods.hypermask import HyperMask, HyperMaskNet, HyperNetwork, semi_binary_mask
-from maskcl.train import RunConfig, run
 
 
 def test_semi_binary_mask_by_hand():
@@ -26,7 +25,7 @@ def test_chunked_hypernetwork_is_far_smaller_and_gives_every_score():
     assert chunked(3).shape == (total,) and chunked(torch.tensor([0, 2])).shape == (2, total)
     size = sum(p.numel() for p in chunked.parameters())
     assert size <= 0.25 * total
-    unchunked = HyperNetwork(1000, num_tasks=2, chunks=None)
+    unchunked = HyperNetwork(1000, num_tasks=2, chunks=0)
     assert unchunked(1).shape == (1000,) and unchunked.chunk_embeddings is None
     assert (
         HyperNetwork(5, num_tasks=1, chunks=64).chunk_embeddings.shape[0] == 5
@@ -37,6 +36,24 @@ def small_target(**kwargs):
     return create_model(
         "mlp", input_shape=(6,), classes_per_task=[2, 3], hidden=(8, 8), gates=False, **kwargs
     )
+
+
+def sgd(hm: HyperMask) -> torch.optim.Optimizer:
+    return torch.optim.SGD(hm.model.parameters(), lr=0.01)
+
+
+def test_the_method_builds_its_net_around_the_target_with_its_options():
+    torch.manual_seed(0)
+    target = small_target()
+    hm = HyperMask(target, sparsity=25, chunks=4, hyper_hidden=(7, 5), embedding_dim=3, chunk_embedding_dim=2)
+    net = hm.model
+    assert isinstance(net, HyperMaskNet) and net.target is target and net.sparsity == 25
+    hyper = net.hypernetwork
+    assert hyper.chunks == 4 and hyper.hidden == (7, 5) and hyper.task_embeddings.shape == (2, 3)
+    assert hyper.chunk_embeddings.shape == (4, 2) and [m.out_features for m in hyper.mlp[::2]] == [7, 5, 42]
+    assert hm.state is net.state and hm.config.chunks == 4
+    with pytest.raises(MaskclError, match="method hypermask has no option 'hidden'"):
+        HyperMask(small_target(), hidden=(4, 4))
 
 
 def test_forward_is_the_target_with_masked_weights():
@@ -54,9 +71,9 @@ def test_forward_is_the_target_with_masked_weights():
 
 def test_learned_task_uses_its_cached_mask_and_per_sample_ids_match():
     torch.manual_seed(0)
-    net = HyperMaskNet(small_target(dropout=0, input_dropout=0))
-    hm = HyperMask(net)
-    hm.start_task(0)
+    hm = HyperMask(small_target(dropout=0, input_dropout=0))
+    net = hm.model
+    hm.start_task(0, sgd(hm))
     hm.end_task()
     x = torch.randn(4, 6)
     before = set_task(net.eval(), 0)(x)
@@ -74,14 +91,15 @@ def test_learned_task_uses_its_cached_mask_and_per_sample_ids_match():
 
 def test_regularizer_by_hand():
     torch.manual_seed(0)
-    net = HyperMaskNet(small_target(), chunks=8)
-    hm = HyperMask(net, beta=0.5, lam=0.1)
-    hm.start_task(0)
+    hm = HyperMask(small_target(), chunks=8, beta=0.5, lam=0.1)
+    net = hm.model
+    optimizer = sgd(hm)
+    hm.start_task(0, optimizer)
     with torch.no_grad():
         net.masked[0][1].add_(0.01)
     assert hm.regularizer().item() == 0.0  # the first task has no earlier task whose weights to keep
     hm.end_task()
-    hm.start_task(1)
+    hm.start_task(1, optimizer)
     anchors = net.hypernetwork(torch.tensor([0])).detach()
     weights = [p.detach().clone() for _, p in net.masked]
     with torch.no_grad():
@@ -106,9 +124,9 @@ def test_batch_norm_target_keeps_per_task_norm_rows_unmasked():
 
 def test_sparsity_ramps_up_over_the_first_task_only():
     torch.manual_seed(0)
-    net = HyperMaskNet(small_target(), sparsity=40)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    hm = HyperMask(net, sparsity_ramp=4)
+    hm = HyperMask(small_target(), sparsity=40, sparsity_ramp=4)
+    net = hm.model
+    optimizer = sgd(hm)
 
     def zero_fraction(task):
         masks = net.masks(task)
@@ -125,23 +143,49 @@ def test_sparsity_ramps_up_over_the_first_task_only():
         assert zero_fraction(task) == pytest.approx(0.4, abs=0.03)  # cached at the full sparsity
     assert seen[:5] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=0.03)  # per-tensor counts round down
     assert seen[5:] == pytest.approx([0.4] * 5, abs=0.03)  # later tasks start at the full sparsity
-    with pytest.raises(MaskclError, match="pass start_task the optimizer"):
-        HyperMask(HyperMaskNet(small_target(), sparsity=40), sparsity_ramp=4).start_task(0)
 
 
-def test_bad_options_are_one_line_errors():
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sparsity": 100}, "sparsity must be in"),
+        ({"sparsity_ramp": -1}, "sparsity_ramp must be >= 0"),
+        ({"beta": -0.1}, "beta must be >= 0"),
+        ({"lam": -1.0}, "lam must be >= 0"),
+        ({"embedding_dim": 0}, "embedding_dim must be >= 1"),
+        ({"hyper_size": 0.0}, "hyper_size must be a fraction > 0"),
+        ({"hyper_size": float("inf")}, "hyper_size must be a fraction > 0"),
+        ({"hyper_hidden": ()}, "hyper_hidden must be positive widths"),
+        ({"hyper_hidden": (8, 0)}, "hyper_hidden must be positive widths"),
+        ({"chunks": -1}, r"chunks must be >= 0 \(0: unchunked\)"),
+        ({"chunk_embedding_dim": 0}, "chunk_embedding_dim must be >= 1"),
+    ],
+)
+def test_bad_options_are_one_line_errors(options, message):
+    with pytest.raises(MaskclError, match=message) as error:
+        HyperMask(small_target(), **options)
+    assert "\n" not in str(error.value)
+
+
+def test_bad_uses_are_one_line_errors():
     with pytest.raises(MaskclError, match="sparsity must be in"):
         HyperMaskNet(small_target(), sparsity=100)
-    net = HyperMaskNet(small_target())
-    hm = HyperMask(net)
+    with pytest.raises(MaskclError, match="chunks must be >= 0"):
+        HyperMaskNet(small_target(), chunks=-2)
+    hm = HyperMask(small_target())
     with pytest.raises(MaskclError, match="start_task"):
         hm.regularizer()
-    hm.start_task(0)
+    optimizer = sgd(hm)
+    hm.start_task(0, optimizer)
+    with pytest.raises(MaskclError, match="still training"):
+        hm.start_task(1, optimizer)
     hm.end_task()
+    with pytest.raises(MaskclError, match="without a task in training"):
+        hm.end_task()
     with pytest.raises(MaskclError, match="already learned"):
-        hm.start_task(0)
+        hm.start_task(0, optimizer)
     with pytest.raises(MaskclError, match="out of range"):
-        hm.start_task(5)
+        hm.start_task(5, optimizer)
 
 
 @pytest.mark.slow
@@ -157,11 +201,12 @@ def test_hypermask_learns_split_fashion_mnist(fashion_mnist):
 
 def test_masked_l1_weighs_each_change_by_the_most_an_earlier_task_uses_the_weight():
     torch.manual_seed(0)
-    net = HyperMaskNet(small_target(), sparsity=50, chunks=8)
-    hm = HyperMask(net, beta=0.0, lam=0.1, l1_masked=True)
-    hm.start_task(0)
+    hm = HyperMask(small_target(), sparsity=50, chunks=8, beta=0.0, lam=0.1, l1_masked=True)
+    net = hm.model
+    optimizer = sgd(hm)
+    hm.start_task(0, optimizer)
     hm.end_task()
-    hm.start_task(1)
+    hm.start_task(1, optimizer)
     used = net.masks(0)  # the cached mask of task 0: half of each tensor's entries are 0
     weights = [p.detach().clone() for _, p in net.masked]
     with torch.no_grad():

@@ -17,10 +17,14 @@ X = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
 Y = torch.tensor([0, 1] * 8)
 
 
-def fresh_net() -> HyperMaskNet:
+def fresh() -> HyperMask:
     torch.manual_seed(0)
     target = create_model("mlp", input_shape=(6,), classes_per_task=[2] * 3, hidden=(8, 8), gates=False)
-    return HyperMaskNet(target, sparsity=20, chunks=8)
+    return HyperMask(target, sparsity=20, chunks=8, lam=0.01, l1_masked=True)
+
+
+def fresh_net() -> HyperMaskNet:
+    return fresh().model
 
 
 def learn(net: HyperMaskNet, hm: HyperMask, optimizer, task: int, steps: int = 5) -> None:
@@ -35,8 +39,8 @@ def learn(net: HyperMaskNet, hm: HyperMask, optimizer, task: int, steps: int = 5
 
 
 def trained(tasks: int) -> tuple[HyperMaskNet, HyperMask, torch.optim.Optimizer]:
-    net = fresh_net()
-    hm = HyperMask(net, lam=0.01, l1_masked=True)
+    hm = fresh()
+    net = hm.model
     optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
     for task in range(tasks):
         learn(net, hm, optimizer, task)
@@ -67,11 +71,12 @@ def test_a_learned_tasks_mask_never_changes_afterwards():
 
 def test_a_state_dict_loads_into_a_fresh_net_and_training_continues_identically():
     net, _, optimizer = trained(2)
-    loaded = fresh_net()
+    again = fresh()
+    loaded = again.model
     loaded.load_state_dict(net.state_dict())
+    assert again.state.learned_tasks() == [0, 1]
     for mine, theirs in zip(outputs(net, 2), outputs(loaded, 2)):
         assert torch.equal(mine, theirs)
-    again = HyperMask(loaded, lam=0.01, l1_masked=True)
     moved = torch.optim.Adam(loaded.parameters(), lr=0.01)
     moved.load_state_dict(optimizer.state_dict())
     whole, hm, optimizer = trained(2)
@@ -117,7 +122,7 @@ def test_a_run_folders_model_files_store_each_mask_once_and_evaluate_exactly(tmp
     data = tmp_path / "d.npz"
     np.savez(data, x_train=x, y_train=y, x_test=x[:120], y_test=y[:120])
     out = tmp_path / "run"
-    args = ["run", "--data", str(data), "--method", "hypermask", "--tasks", "3", "--epochs", "1"]
+    args = ["run", "--data", str(data), "--method", "hypermask", "--num-tasks", "3", "--epochs", "1"]
     assert main([*args, "--hidden", "16,16", "--quiet", "--out", str(out)]) == 0
     files = [out / "models" / f"task-{k}.safetensors" for k in range(3)]
     for k, file in enumerate(files):
