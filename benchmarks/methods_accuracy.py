@@ -15,6 +15,7 @@ markdown table of whatever has finished.
     python benchmarks/methods_accuracy.py permuted   # Permuted Fashion-MNIST, 10 tasks, MLP 1000-1000,
                                                      # SGD lr 0.05, 5 epochs (--epochs, --num-tasks reduce)
     python benchmarks/methods_accuracy.py converted  # PackNet and WSN on timm resnet18, Split, reduced
+    python benchmarks/methods_accuracy.py adahat-alpha  # AdaHAT on Split, SGD, alpha 0.1, 1 and 10
     python benchmarks/methods_accuracy.py split --only packnet --epochs 2   # a subset, shorter
     python benchmarks/methods_accuracy.py table [--out DIR]                 # the table of the finished runs
 """
@@ -51,7 +52,12 @@ EXPERIMENTS = {
         *((f"{m}-sgd", {**SPLIT, "method": m}) for m in METHODS),
         *((f"{m}-adamw", {**SPLIT, **ADAMW, "method": m}) for m in METHODS),
     ],
-    "permuted": [(f"{m}-sgd", {**PERMUTED, "method": m}) for m in ("packnet", "wsn", "adahat")],
+    "permuted": [(f"{m}-sgd", {**PERMUTED, "method": m}) for m in ("packnet", "wsn", "adahat", "hat")],
+    # AdaHAT's adjustment intensity (default 0.01) raised, on Split with SGD
+    "adahat-alpha": [
+        (f"adahat-sgd-alpha{a}", {**SPLIT, "method": "adahat", "options": {"alpha": a}})
+        for a in (0.1, 1.0, 10.0)
+    ],
     # timm resnet18 (in_chans=1 for 1x28x28, no pretraining), converted without gates; AdamW as for HAT's
     # recorded converted runs (docs/benchmarks.md), reduced for this CPU: PackNet 2 epochs a task (the
     # fewest: it prunes after the first and retrains in the second), WSN 1

@@ -175,10 +175,12 @@ def _method_of(argv: list[str]) -> str:
     default), once the plug-in modules it names are imported: its flags are that method's."""
     if not argv or argv[0] != "run":
         return DEFAULTS.method
-    peek = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for flag in ("--method", "--config", "--plugins"):
+    peek = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    for flag in ("--method", "--config", "--plugins", "--resume"):
         peek.add_argument(flag)
     known = vars(peek.parse_known_args(argv[1:])[0])
+    if "resume" in known:  # the run's own config says; a flag besides is refused later
+        return DEFAULTS.method
     file_values = read_config_file(known["config"]) if "config" in known else {}
     try:
         plugins = check_value("plugins", file_values.get("plugins", ()), RUN_TYPES["plugins"])

@@ -14,6 +14,8 @@ from torch import nn
 from maskcl.core.context import set_task, task_state
 from maskcl.errors import MaskclError
 
+__all__ = ["infer_task"]
+
 
 @torch.no_grad()
 def infer_task(

@@ -19,6 +19,8 @@ from maskcl.core.gate import TaskGate
 from maskcl.errors import MaskclError
 from maskcl.plotting import pyplot
 
+__all__ = ["CapacitySummary", "LayerCapacity", "capacity", "forget"]
+
 
 @dataclass
 class LayerCapacity:

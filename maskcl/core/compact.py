@@ -19,6 +19,8 @@ from maskcl.core.context import check_task_id, task_state
 from maskcl.core.layers import TaskBatchNorm
 from maskcl.errors import MaskclError
 
+__all__ = ["compact", "kept_batch_norm2d", "kept_conv2d", "kept_linear_stack"]
+
 
 def compact(model: nn.Module, task: int) -> nn.Sequential:
     """Task ``task`` of ``model`` as a plain ``nn.Sequential`` holding only the units the task uses."""

@@ -9,6 +9,8 @@ from torch import nn
 
 from maskcl.errors import MaskclError
 
+__all__ = ["TaskContext", "TaskId", "TaskState", "check_task_id", "set_task", "task_rows", "task_state"]
+
 TaskId = int | torch.Tensor
 """One task for the whole batch (an ``int``), or one per sample (an integer tensor of shape ``[batch]``)."""
 

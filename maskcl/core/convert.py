@@ -36,6 +36,8 @@ from maskcl.core.gate import GateLink, TaskGate
 from maskcl.core.layers import TaskBatchNorm, TaskHeads
 from maskcl.errors import MaskclError
 
+__all__ = ["convert", "load_plain_weights", "to_plain"]
+
 _GATED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PLAIN_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

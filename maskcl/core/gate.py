@@ -9,6 +9,8 @@ from torch import nn
 
 from maskcl.core.context import TaskContext, task_rows
 
+__all__ = ["GateLink", "TaskGate"]
+
 
 class TaskGate(nn.Module):
     """Multiplies each unit (channel) by its task's gate: ``h' = h * a_t`` (Serrà et al., ICML 2018).

@@ -18,6 +18,8 @@ from torch import nn
 from maskcl.core.context import TaskContext, task_rows
 from maskcl.errors import MaskclError
 
+__all__ = ["TaskBatchNorm", "TaskHeads"]
+
 
 def _task_rows(owner: torch.Tensor, tasks: list[int]) -> torch.Tensor:
     """Boolean mask of the rows whose owning task is in ``tasks``."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["Protector", "owned_entries"]
+
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
