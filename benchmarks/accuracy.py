@@ -16,6 +16,7 @@ task is bit-for-bit what it was when that task was learned (``protected entries 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 from datetime import date
@@ -25,13 +26,22 @@ import torch
 from maskcl import RunConfig, run
 from maskcl.core import owned_entries
 
+
+def _config(values: dict, seed: int) -> RunConfig:
+    """The flat ``values`` (run fields and method options side by side) as a config with ``seed``."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    run_values = {k: v for k, v in values.items() if k in fields}
+    options = {k: v for k, v in values.items() if k not in fields}
+    return RunConfig(**run_values, options=options, seed=seed)
+
+
 SPLIT = {"benchmark": "split-fmnist", "epochs": 5, "lr": 0.05, "batch_size": 64, "hidden": (400, 400)}
 # Permuted: dropout off (the paper's 0.2/0.5 dropout costs about 2 points here with 5 epochs per task)
 PERMUTED = {
     "benchmark": "permuted-fmnist",
     "dropout": 0.0,
     "input_dropout": 0.0,
-    "tasks": 10,
+    "num_tasks": 10,
     "epochs": 5,
     "lr": 0.05,
     "batch_size": 64,
@@ -155,7 +165,7 @@ def main() -> None:
                 check = ProtectionCheck()
                 is_hat = options["method"] == "hat"
                 results = run(
-                    RunConfig(**options, seed=seed), log=lambda _: None, on_task_end=check if is_hat else None
+                    _config(options, seed), log=lambda _: None, on_task_end=check if is_hat else None
                 )
                 accs.append(results["acc"])
                 bwts.append(results["bwt"])

@@ -17,6 +17,7 @@ markdown table of whatever has finished.
     python benchmarks/methods_accuracy.py converted  # PackNet and WSN on timm resnet18, Split, reduced
     python benchmarks/methods_accuracy.py adahat-alpha  # AdaHAT on Split, SGD, alpha 0.1, 1 and 10
     python benchmarks/methods_accuracy.py split --only packnet --epochs 2   # a subset, shorter
+    python benchmarks/methods_accuracy.py permuted --only wsn --epochs 2 --num-tasks 3 --adamw
     python benchmarks/methods_accuracy.py table [--out DIR]                 # the table of the finished runs
 """
 
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs per task")
     parser.add_argument("--num-tasks", type=int, default=None, help="override the number of tasks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adamw", action="store_true", help="AdamW lr 1e-3, weight decay 0.01 instead")
     parser.add_argument(
         "--threads",
         type=int,
@@ -194,6 +196,9 @@ def main() -> None:
         if args.num_tasks is not None:
             options["num_tasks"] = args.num_tasks
             label += f"-{args.num_tasks}tasks"
+        if args.adamw and options["optimizer"] != "adamw":
+            options.update(ADAMW)
+            label = label.replace("-sgd", "-adamw")
         if args.seed:
             label += f"-seed{args.seed}"
         path = folder / f"{label}.json"

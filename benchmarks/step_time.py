@@ -256,7 +256,11 @@ def print_methods(args, times: dict, memory: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--arch", default="mlp", help="mlp, alexnet, or timm:NAME (e.g. timm:resnet18)")
     parser.add_argument("--img-size", type=int, default=32, help="timm models: image side")
     parser.add_argument("--patch-size", type=int, default=None, help="timm ViTs: patch side (sets img_size)")
