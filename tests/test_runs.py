@@ -137,9 +137,17 @@ class _StopAfter(RunFolder):
     [
         {"method": "hat"},
         {"method": "hat", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
-        {"method": "hypermask", "optimizer": "adam", "lr": 1e-3, "sparsity": 30, "sparsity_ramp": 20},
+        {
+            "method": "hypermask",
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "options": {"sparsity": 30, "sparsity_ramp": 20},
+        },
         {"method": "finetune", "momentum": 0.9},
         {"method": "joint"},
+        {"method": "packnet", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
+        {"method": "wsn", "momentum": 0.9},
+        {"method": "adahat", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
     ],
 )
 def test_stopping_anywhere_and_resuming_is_bit_exact_for_every_method(tmp_path, data, options):
