@@ -33,6 +33,7 @@ from maskcl.config import (
     RunConfig,
     check_value,
     config_from_dict,
+    methods_taking,
     option_types,
     read_config_file,
 )
@@ -196,12 +197,10 @@ def _method_of(argv: list[str]) -> str:
 def _unrecognised(extras: list[str], method: str) -> str:
     """argparse's complaint about ``extras``, or, for another method's option, which method takes it."""
     for extra in extras:
-        key = extra.removeprefix("--").split("=")[0].replace("-", "_")
-        others = [
-            m for m in list_methods() if m != method and extra.startswith("--") and key in option_types(m)
-        ]
+        flag = extra.split("=")[0]
+        others = methods_taking(flag.removeprefix("--").replace("-", "_"), method) if flag[:2] == "--" else []
         if others:
-            return f"{extra.split('=')[0]} is an option of {', '.join(others)}, not of method {method}"
+            return f"{flag} is an option of {', '.join(others)}, not of method {method}"
     return f"unrecognized arguments: {' '.join(extras)}"
 
 

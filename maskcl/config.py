@@ -37,6 +37,7 @@ __all__ = [
     "RunConfig",
     "check_value",
     "config_from_dict",
+    "methods_taking",
     "option_types",
     "read_config_file",
     "upgrade_config",
@@ -47,8 +48,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 def _option(default: Any, help: str, **metadata: Any) -> Any:
     """A config field with its ``--help`` text (and ``choices``)."""
-    if isinstance(default, list):
-        return field(default_factory=default.copy, metadata={"help": help, **metadata})
     return field(default=default, metadata={"help": help, **metadata})
 
 
@@ -254,9 +253,14 @@ def config_from_dict(
     return config
 
 
+def methods_taking(key: str, method: str) -> list[str]:
+    """The methods other than ``method`` that have an option ``key``."""
+    return [name for name in list_methods() if name != method and key in option_types(name)]
+
+
 def _unknown_key(key: str, method: str) -> str:
     """Why ``key`` is not a key of a ``method`` run: another method's option, or no option at all."""
-    others = [name for name in list_methods() if name != method and key in option_types(name)]
+    others = methods_taking(key, method)
     if others:
         return f"{key!r} is an option of {', '.join(others)}, not of method {method}"
     if key in RENAMED:
