@@ -47,6 +47,7 @@ PERMUTED = {
     "benchmark": "permuted-fmnist", "num_tasks": 10, "epochs": 5, "lr": 0.05, "batch_size": 64,
     "hidden": (1000, 1000), "dropout": 0.0, "input_dropout": 0.0, "optimizer": "sgd",
 }  # fmt: skip
+PERMUTED_SMALL = {**PERMUTED, "hidden": (100, 100), "epochs": 2}
 METHODS = ("packnet", "wsn", "adahat", "hat")
 EXPERIMENTS = {
     "split": [
@@ -58,6 +59,16 @@ EXPERIMENTS = {
     "adahat-alpha": [
         (f"adahat-sgd-alpha{a}", {**SPLIT, "method": "adahat", "options": {"alpha": a}})
         for a in (0.1, 1.0, 10.0)
+    ],
+    # AdaHAT's alpha on Permuted (the setting), and HAT against AdaHAT on a network too small for
+    # 10 tasks (MLP 100-100, 2 epochs a task), where HAT's later tasks find few free units
+    "adahat-permuted": [
+        ("adahat-sgd-alpha0.1", {**PERMUTED, "method": "adahat", "options": {"alpha": 0.1}}),
+        *((f"{m}-sgd-mlp100", {**PERMUTED_SMALL, "method": m}) for m in ("hat", "adahat")),
+        *(
+            (f"adahat-sgd-mlp100-alpha{a}", {**PERMUTED_SMALL, "method": "adahat", "options": {"alpha": a}})
+            for a in (0.1, 1.0)
+        ),
     ],
     # timm resnet18 (in_chans=1 for 1x28x28, no pretraining), converted without gates; AdamW as for HAT's
     # recorded converted runs (docs/benchmarks.md), reduced for this CPU: PackNet 2 epochs a task (the

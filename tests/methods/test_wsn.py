@@ -75,16 +75,20 @@ def test_the_scores_gradient_is_straight_through_by_hand():
     assert mask.tolist() == [[0, 1, 0], [1, 0, 1]]
     ((weight * mask) * upstream).sum().backward()
     assert torch.equal(scores.grad, upstream * weight)  # every score, selected or not: dL/dm = g * W
+    gained = scores.detach().clone().requires_grad_()
+    ((weight * top_mask(gained, 0.5, gain=100.0)) * upstream).sum().backward()
+    assert torch.equal(gained.grad, upstream * weight * 100.0)  # the gain scales it, nothing else
 
 
-def test_the_nets_scores_get_the_effective_weights_gradient_times_the_weight():
-    net = WSNNet(mlp(dropout=0, input_dropout=0), density=0.5)
+@pytest.mark.parametrize("gain", [1.0, 100.0])
+def test_the_nets_scores_get_the_effective_weights_gradient_times_the_weight(gain):
+    net = WSNNet(mlp(dropout=0, input_dropout=0), density=0.5, score_gain=gain)
     x, y = batches((10,), 1, seed=3)[0]
     F.cross_entropy(set_task(net, 0)(x), y).backward()
     effective = {n: (p * m).detach().requires_grad_() for (n, p), m in zip(net.masked, net.masks(0))}
     F.cross_entropy(functional_call(net.target, effective, (x,)), y).backward()
     for i, (name, p) in enumerate(net.masked):
-        torch.testing.assert_close(net.scores[i].grad, effective[name].grad * p.detach())
+        torch.testing.assert_close(net.scores[i].grad, gain * effective[name].grad * p.detach())
         torch.testing.assert_close(p.grad, effective[name].grad * net.masks(0)[i])
 
 
@@ -289,6 +293,10 @@ def test_bad_input_is_a_one_line_error():
     for density in (0.0, 1.0, 1.5, -0.1, float("nan")):
         with pytest.raises(MaskclError, match=r"density must be in \(0, 1\)"):
             WSNConfig(density=density)
+    for gain in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(MaskclError, match="score_gain must be finite and > 0"):
+            WSNConfig(score_gain=gain)
+    assert WSNConfig().score_gain == 100.0 == WSNNet(mlp()).score_gain
     with pytest.raises(MaskclError, match="has no option 'bogus'"):
         maskcl.create_method("wsn", mlp(), bogus=1)
     tiny = create_model("mlp", input_shape=(2,), classes_per_task=[2], hidden=(2,), gates=False)
