@@ -54,6 +54,7 @@ from maskcl.runs import (
     read_run_config,
 )
 from maskcl.train import Interrupted, run, run_seeds
+from maskcl.version import __version__
 
 DEFAULTS = RunConfig()
 
@@ -125,6 +126,7 @@ def _or_none(convert):
 def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
     """The command line; ``maskcl run``'s method flags are those of ``method``."""
     parser = _Parser(prog="maskcl", description="Mask-based continual learning: " + ", ".join(list_methods()))
+    parser.add_argument("--version", action="version", version=f"maskcl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = commands.add_parser(
         "run",
@@ -434,7 +436,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"maskcl: stopped by {signal.Signals(number).name}", file=sys.stderr)
             return 128 + number
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

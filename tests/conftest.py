@@ -67,7 +67,7 @@ SMALL_RUN = ["--epochs", "3", "--batch-size", "16", "--hidden", "32,32", "--num-
 
 def maskcl_command(*args: str) -> list[str]:
     """``maskcl ARGS`` as a new process of this Python."""
-    return [sys.executable, "-m", "maskcl.cli", *args]
+    return [sys.executable, "-m", "maskcl", *args]
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import maskcl
 from maskcl.cli import main
 
 FAST = ["--epochs", "1", "--hidden", "32,32", "--quiet"]
@@ -130,10 +131,15 @@ def test_existing_results_are_never_overwritten(tmp_path, capsys):
 
 def test_entry_point_prints_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "maskcl.cli", "run", "--method", "nope"], capture_output=True, text=True
+        [sys.executable, "-m", "maskcl", "run", "--method", "nope"], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("maskcl: error:") and "Traceback" not in proc.stderr
+
+
+def test_python_m_maskcl_prints_the_version():
+    proc = subprocess.run([sys.executable, "-m", "maskcl", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == f"maskcl {maskcl.__version__}\n", proc.stderr
 
 
 def test_default_job_on_real_split_fashion_mnist(tmp_path, capsys, fashion_mnist):

@@ -48,7 +48,7 @@ def _peak_memory_of(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     """Run ``maskcl ARGS`` as the only child of a fresh Python and return it with its peak RSS in bytes."""
     code = (
         "import resource, subprocess, sys\n"
-        f"r = subprocess.run([sys.executable, '-m', 'maskcl.cli', *{args!r}],\n"
+        f"r = subprocess.run([sys.executable, '-m', 'maskcl', *{args!r}],\n"
         "                   capture_output=True, text=True)\n"
         "sys.stderr.write(r.stderr); sys.stdout.write(r.stdout)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
