@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import types
@@ -38,6 +39,7 @@ from maskcl.config import (
     read_config_file,
 )
 from maskcl.core.context import task_state
+from maskcl.distributed import launched_rank
 from maskcl.errors import MaskclError, MaskclWarning
 from maskcl.evaluation import evaluate
 from maskcl.methods import list_methods, load_plugins, method_class
@@ -328,6 +330,8 @@ def _run_one(config: RunConfig, folder: RunFolder, options: dict, stopper: _Stop
             print(f"{folder.path} has finished already")
     else:
         print(f"{folder.path} has finished already")
+    if launched_rank() != 0:  # rank 0 prints for all
+        return results
     _print_results(results)
     print(f"results: {folder.path / 'results.json'}")
     return results
@@ -361,10 +365,12 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
             raise MaskclError("--auto-resume needs --out DIR: the folder the command starts or continues")
         out = Path(options["out"]) if options["out"] else _default_out(config)
         mode = "auto" if "auto_resume" in given else "new"
-        if mode == "new":
+        if mode == "new" and launched_rank() == 0:  # under torchrun rank 0 alone looks at the folder
             RunFolder(out).check_new()
     joint = _joint_reference(options["joint_reference"])
     interval = options["checkpoint_interval"]
+    if options["seeds"] is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MaskclError("--seeds is not supported under torchrun yet: launch one run per seed")
     try:
         if options["seeds"] is None:
             _run_one(config, RunFolder(out, interval, mode), options, stopper, joint)

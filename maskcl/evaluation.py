@@ -7,6 +7,7 @@ from torch import nn
 
 from maskcl.core.context import set_task
 from maskcl.data import Scenario, TaskData
+from maskcl.distributed import SINGLE, World
 from maskcl.inference import infer_task
 
 __all__ = ["evaluate", "evaluate_task_inference"]
@@ -14,16 +15,25 @@ __all__ = ["evaluate", "evaluate_task_inference"]
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TaskData, task: int, device: torch.device, batch_size: int = 1000
+    model: nn.Module,
+    data: TaskData,
+    task: int,
+    device: torch.device,
+    batch_size: int = 1000,
+    world: World = SINGLE,
 ) -> float:
-    """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode."""
+    """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode; with
+    several ranks each evaluates its shard (samples ``rank, rank + size, ...``) and the counts are summed."""
     if len(data) == 0:
         return float("nan")
     set_task(model.eval(), task)
-    correct = 0
+    total = len(data)
+    if world.size > 1:
+        data = TaskData(*world.shard(data.x, data.y), data.permutation)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for x, y in data.batches(batch_size, device=device):
-        correct += int((model(x).argmax(1) == y).sum())
-    return correct / len(data)
+        correct += (model(x).argmax(1) == y).sum()
+    return int(world.sum(correct)) / total
 
 
 @torch.no_grad()

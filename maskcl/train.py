@@ -32,6 +32,7 @@ from maskcl.checkpoint import check_like
 from maskcl.config import RunConfig
 from maskcl.core.context import set_task
 from maskcl.data import TaskData
+from maskcl.distributed import world
 from maskcl.errors import MaskclError, MaskclWarning, one_line
 from maskcl.evaluation import evaluate, evaluate_task_inference
 from maskcl.metrics import (
@@ -90,7 +91,14 @@ class _Run:
 
     def __init__(self, config: RunConfig, folder: RunFolder | None) -> None:
         self.config, self.folder = config, folder
-        self.device = resolve_device(config.device)
+        self.world, device = world(config.device)
+        self.writer = folder if self.world.main else None  # only rank 0 writes the folder
+        self.device = resolve_device(device)
+        if config.batch_size < self.world.size:
+            raise MaskclError(
+                f"--batch-size {config.batch_size} is the global batch: it cannot be shared by "
+                f"{self.world.size} ranks"
+            )
         if config.num_tasks is not None:  # before the scenario is built: its permutations, heads, ...
             check_tasks_fit(config.num_tasks)
         self.scenario = load_scenario(config)
@@ -100,6 +108,7 @@ class _Run:
         check_memory(config, self.scenario, self.device)
         self.method = build_method(config, self.scenario, self.device)
         self.model = self.method.model
+        self.net = self.world.parallel(self.model, self.device)  # what the training steps call
         self.optimizer = build_optimizer(config, self.model)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.matrix = AccuracyMatrix(self.scenario.num_tasks)
@@ -266,7 +275,7 @@ def _batches(run_: _Run, tasks: list[int], datas: list[TaskData]) -> Iterator[tu
 
 def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
     """Learn ``run_.position.task`` from where the position stands, checkpointing as the folder asks."""
-    config, model, position, folder = run_.config, run_.model, run_.position, run_.folder
+    config, model, position = run_.config, run_.model, run_.position
     task = position.task
     tasks, datas, steps_per_epoch = run_.task_data()
     if not position.in_task:
@@ -284,18 +293,11 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
         label = f"task {task} epoch {position.epoch + 1}"
         bar = _progress_bar(progress, steps_per_epoch, position.step, label)
         for x, y, ids in stream:
-            if ids is not None:
-                set_task(model, ids)
-            loss = F.cross_entropy(model(x), y) + run_.method.regularizer()
-            run_.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            run_.optimizer.step()
-            position.epoch_loss += loss.detach()
+            loss = _step(run_, x, y, ids)
             position.step += 1
             if bar is not None:
                 bar.update()
-            if folder is not None and folder.checkpoint_due():
-                _save(run_)
+            _end_step(run_, loss)
         if bar is not None:
             bar.close()
         mean_loss = float(position.epoch_loss) / steps_per_epoch
@@ -305,11 +307,12 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
                 "lower --lr or check the data"
             )
         run_.method.end_epoch(position.epoch + 1, config.epochs)
-        val = evaluate(model, run_.scenario[task].val, task, run_.device)
+        run_.world.sync_buffers(model)
+        val = evaluate(model, run_.scenario[task].val, task, run_.device, world=run_.world)
         epoch = f"{position.epoch + 1}/{config.epochs}"
         log(f"task {task} epoch {epoch}: loss {mean_loss:.4f}, val acc {val:.4f}")
-        if folder is not None:
-            folder.log_metrics(task, position.epoch + 1, {"train_loss": mean_loss, "val_acc": val})
+        if run_.writer is not None:
+            run_.writer.log_metrics(task, position.epoch + 1, {"train_loss": mean_loss, "val_acc": val})
         position.epoch, position.step = position.epoch + 1, 0
     run_.method.end_task()
 
@@ -325,12 +328,60 @@ def _progress_bar(enabled: bool, total: int, done: int, description: str):
     return tqdm(total=total, initial=done, desc=description, leave=False)
 
 
-def _save(run_: _Run) -> None:
-    """Checkpoint; then stop with :class:`Interrupted` if a stop was asked."""
+def _step(run_: _Run, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    """One optimizer step on the global batch ``(x, y)`` (task ids ``ids`` or None); returns its loss,
+    detached: the batch's mean cross-entropy plus the method's regulariser. With several ranks each computes
+    its shard's summed cross-entropy over the global batch size, times the number of ranks, so that the
+    gradients ``DistributedDataParallel`` averages are the global batch's; the loss returned is then this
+    rank's share of it (the shares sum to the loss)."""
+    world, model = run_.world, run_.model
+    size = len(y)
+    if world.size > 1:
+        x, y, *rest = world.shard(x, y, *([] if ids is None else [ids]))
+        ids = rest[0] if rest else None
+    if ids is not None:
+        set_task(model, ids)
+    regularizer = run_.method.regularizer
+    if world.size == 1:
+        loss = F.cross_entropy(run_.net(x), y) + regularizer()
+        share = loss
+    else:
+        cross_entropy = F.cross_entropy(run_.net(x), y, reduction="sum") / size
+        penalty = regularizer()
+        loss = cross_entropy * world.size + penalty
+        share = cross_entropy + penalty / world.size
+    run_.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run_.optimizer.step()
+    return share.detach()
+
+
+def _end_step(run_: _Run, loss: torch.Tensor) -> None:
+    """Add the step's loss to the epoch's (summed over the ranks), and checkpoint if the folder asks; with
+    several ranks, rank 0's folder (and a stop asked on any rank) decides for all."""
+    world, folder, position = run_.world, run_.folder, run_.position
+    if world.size == 1:
+        position.epoch_loss += loss
+        if folder is not None and folder.checkpoint_due():
+            _save(run_)
+        return
+    position.epoch_loss += world.sum(loss)
+    stop = int(folder.stop) if folder is not None else 0
+    due = folder is not None and (folder.checkpoint_due() if world.main else bool(stop))
+    flags = world.max(torch.tensor([int(due), stop], device=run_.device)).tolist()
+    if flags[0]:
+        _save(run_, flags[1])
+
+
+def _save(run_: _Run, stop: int | None = None) -> None:
+    """Checkpoint (rank 0 writes it); then stop with :class:`Interrupted` if a stop was asked (``stop``:
+    the ranks' decision, else the folder's)."""
     folder = run_.folder
-    folder.save_training_state(run_.checkpoint(folder.metric_lines))
-    if folder.stop:
-        signum = signal.SIGINT if folder.stop is True else folder.stop
+    if run_.writer is not None:
+        folder.save_training_state(run_.checkpoint(folder.metric_lines))
+    stop = folder.stop if stop is None else stop
+    if stop:
+        signum = signal.SIGINT if stop is True else stop
         raise Interrupted(
             f"stopped; checkpoint saved: continue with maskcl run --resume {folder.path} "
             "(or the same command with --auto-resume)",
@@ -369,14 +420,51 @@ def run(
                 raise MaskclError(
                     f"the joint reference has {len(joint_reference)} tasks, this run {tasks}: it cannot serve"
                 )
+        if not run_.world.main:
+            log, progress = (lambda _: None), False
         if folder is None:
             return _with_ratio(_run(run_, None, log, on_task_end, progress), joint_reference)
+        if run_.world.size > 1:
+            return _run_ranks(run_, log, on_task_end, progress, joint_reference)
         with folder.session(config.to_dict(), str(run_.device)) as opened:
             if opened.results is not None:
                 return opened.results
             results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
             folder.finish(results)
             return results
+
+
+def _run_ranks(run_: _Run, log, on_task_end, progress: bool, joint_reference) -> dict:
+    """:func:`run` with a folder and several ranks: rank 0 claims the folder and tells the others what it
+    holds (the training state to continue from, the results of a finished run, or why it cannot be used);
+    every rank trains, and rank 0 writes."""
+    world, folder, config = run_.world, run_.folder, run_.config
+    if not world.main:
+        folder.active = True  # a signal here asks to stop at a step, as on rank 0 (see _end_step)
+        try:
+            told = world.share(None)
+            if told[0] == "error":
+                raise MaskclError(told[1])
+            _, state, results = told
+            if results is not None:
+                return results
+            return _with_ratio(_run(run_, state, log, on_task_end, progress), joint_reference)
+        finally:
+            folder.active = False
+    told = False
+    try:
+        with folder.session(config.to_dict(), str(run_.device)) as opened:
+            world.share(("ok", opened.state, opened.results))
+            told = True
+            if opened.results is not None:
+                return opened.results
+            results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
+            folder.finish(results)
+            return results
+    except MaskclError as err:
+        if not told:
+            world.share(("error", str(err)))
+        raise
 
 
 def run_seeds(
@@ -446,16 +534,19 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
     while run_.position.task < scenario.num_tasks:
         task = run_.position.task
         _train_task(run_, log, progress)
+        run_.world.sync_buffers(model)
         for other in range(scenario.num_tasks):
-            run_.matrix.update(task, other, evaluate(model, scenario[other].test, other, device))
+            accuracy = evaluate(model, scenario[other].test, other, device, world=run_.world)
+            run_.matrix.update(task, other, accuracy)
         log(f"after task {task}: " + " ".join(f"{a:.4f}" for a in run_.matrix.row(task)))
         if on_task_end is not None:
             on_task_end(model, task)
         run_.position = _Position(task=task + 1)
         if folder is not None:
-            row = {f"test_acc_task_{j}": run_.matrix.row(task)[j] for j in range(task + 1)}
-            folder.log_metrics(task, config.epochs, row)
-            folder.save_task_model(task, model.state_dict())
+            if run_.writer is not None:
+                row = {f"test_acc_task_{j}": run_.matrix.row(task)[j] for j in range(task + 1)}
+                run_.writer.log_metrics(task, config.epochs, row)
+                run_.writer.save_task_model(task, model.state_dict())
             _save(run_)
     results = run_.matrix.compute()
     results.update(

@@ -1,0 +1,139 @@
+"""Data-parallel runs: real ``torchrun`` processes (gloo, on loopback) against one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import maskcl_command
+
+RUN = {
+    "epochs": 2, "batch_size": 16, "hidden": (32, 32), "num_tasks": 2, "dropout": 0.0, "input_dropout": 0.0,
+}  # fmt: skip
+FLAGS = ["--epochs", "2", "--batch-size", "16", "--hidden", "32,32", "--num-tasks", "2", "--dropout", "0"]
+FLAGS += ["--input-dropout", "0", "--quiet"]
+
+# Each rank runs this: the run, and after every task the outputs of every learned task on fixed inputs,
+# compared with torch.equal to those after the task where it was learned.
+RANK_SCRIPT = """
+import json, os, sys
+import torch
+from maskcl import RunConfig, run, set_task
+settings = json.loads(sys.argv[1])
+config = RunConfig(method=settings.pop("method"), **settings)
+probe = torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(5))
+seen, exact = {}, []
+def check(model, task):
+    model.eval()
+    with torch.no_grad():
+        for t in range(task + 1):
+            out = set_task(model, t)(probe)
+            if t in seen:
+                exact.append(torch.equal(out, seen[t]))
+            seen[t] = out
+results = run(config, log=lambda _: None, on_task_end=check)
+rank = os.environ.get("RANK", "single")
+out = {"acc_matrix": results["acc_matrix"], "bwt": results["bwt"], "exact": exact}
+with open(os.path.join(sys.argv[2], f"rank-{rank}.json"), "w") as f:
+    json.dump(out, f)
+"""
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+
+
+def environment() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("method", ["hat", "packnet", "wsn"])
+def test_two_ranks_give_one_process_results_with_earlier_tasks_exact_on_every_rank(tmp_path, data, method):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    settings = json.dumps({**RUN, "method": method, "data": data})
+    subprocess.run(torchrun(str(script), settings, str(tmp_path)), check=True, env=environment(), timeout=600)
+    single = tmp_path / "single"
+    single.mkdir()
+    subprocess.run([sys.executable, str(script), settings, str(single)], check=True, env=environment())
+    reference = json.loads((single / "rank-single.json").read_text())
+    test_size = 40  # each task's test split of the fixture's data
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank-{rank}.json").read_text())
+        assert got["bwt"] == 0.0 and got["exact"] == [True] and reference["exact"] == [True]
+        for row, ref_row in zip(got["acc_matrix"], reference["acc_matrix"]):
+            for a, b in zip(row, ref_row):
+                assert (a is None and b is None) or abs(a - b) <= 1 / test_size, (got, reference)
+
+
+def test_sigterm_stops_both_ranks_with_one_checkpoint_and_another_world_size_resumes(tmp_path, data):
+    out = tmp_path / "run"
+    command = torchrun("-m", "maskcl", "run", "--data", data, *FLAGS, "--epochs", "8", "--out", str(out))
+    command += ["--checkpoint-interval", "0"]
+    job = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while (
+        not (out / "checkpoint.safetensors").exists() and job.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=300)
+    assert err.count("checkpoint saved") >= 1, err
+    assert not (out / "results.json").exists() and (out / "checkpoint.safetensors").exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+    resumed = subprocess.run(
+        [*maskcl_command("run", "--resume", str(out)), "--quiet"],
+        env=environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    whole = tmp_path / "whole"
+    subprocess.run(
+        [*maskcl_command("run", "--data", data, *FLAGS, "--epochs", "8", "--out", str(whole))],
+        env=environment(),
+        check=True,
+        capture_output=True,
+    )
+    got = json.loads((out / "results.json").read_text())
+    reference = json.loads((whole / "results.json").read_text())
+    assert got["bwt"] == 0.0
+    for row, ref_row in zip(got["acc_matrix"], reference["acc_matrix"]):
+        assert all(abs(a - b) <= 1 / 40 for a, b in zip(row, ref_row) if a is not None), (got, reference)
+
+
+def test_two_rank_cli_run_writes_one_run_folder(tmp_path, data):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        torchrun("-m", "maskcl", "run", "--data", data, *FLAGS, "--out", str(out)),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("results:") == 1  # rank 0 alone prints
+    results = json.loads((out / "results.json").read_text())
+    assert results["bwt"] == 0.0 and len(results["acc_matrix"]) == 2
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["task-0.safetensors", "task-1.safetensors"]
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_refused(tmp_path, data):
+    done = subprocess.run(
+        torchrun(
+            "-m", "maskcl", "run", "--data", data, *FLAGS, "--batch-size", "1", "--out", str(tmp_path / "r")
+        ),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode != 0
+    assert "--batch-size 1 is the global batch: it cannot be shared by 2 ranks" in done.stderr
+    assert not (tmp_path / "r").exists()
