@@ -11,7 +11,7 @@ from maskcl.core.context import set_task
 from maskcl.data import load_fashion_mnist
 from maskcl.errors import MaskclError
 
-OPTIONAL_EXTRAS = ("timm", "torchvision", "matplotlib", "yaml", "tqdm", "tensorboard")
+OPTIONAL_EXTRAS = ("timm", "torchvision", "matplotlib", "yaml", "tqdm", "tensorboard", "lightning")
 """Tests of the optional extras skip where the extra is not installed (``pytest.importorskip``)."""
 
 
