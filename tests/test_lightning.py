@@ -1,6 +1,11 @@
 """MethodCallback in a real Lightning Trainer: exact protection, the gate scale under gradient
 accumulation, and resuming inside a task from Lightning's checkpoint."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,3 +124,79 @@ def test_a_callback_without_a_task_is_a_one_line_error():
     _, module, callback = build("hat")
     with pytest.raises(maskcl.MaskclError, match=r"set callback\.task before trainer\.fit"):
         trainer(callback, max_epochs=1).fit(module, loaders()[0])
+
+
+# Lightning's "ddp" strategy starts the other rank by running this script again (not spawn); every rank
+# checks task 0's outputs with torch.equal and writes a digest of its network.
+DDP_SCRIPT = """
+import hashlib, json, sys
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+import maskcl
+from maskcl.lightning import MethodCallback
+
+method_name, out, precision = sys.argv[1:4]
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, net, callback):
+        super().__init__()
+        self.net, self.callback = net, callback
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y) + self.callback.regularizer()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.net.parameters(), lr=1e-2, weight_decay=0.01)
+
+
+torch.manual_seed(0)
+gates = maskcl.methods.method_class(method_name).gates
+options = {"hidden": (16,), "gates": gates, "dropout": 0.0, "input_dropout": 0.0}
+net = maskcl.create_model("mlp", input_shape=(12,), classes_per_task=[2, 2], **options)
+method = maskcl.create_method(method_name, net)
+callback = MethodCallback(method)
+module = Classifier(method.model, callback)
+probe = torch.randn(8, 12, generator=torch.Generator().manual_seed(1))
+outs = []
+for task in range(2):
+    g = torch.Generator().manual_seed(task)
+    y = torch.randint(0, 2, (96,), generator=g)
+    x = torch.randn(96, 12, generator=g) + 2 * y[:, None]
+    callback.task = task
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", precision=precision, max_epochs=2, callbacks=[callback],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8))
+    with torch.no_grad():
+        outs.append(maskcl.set_task(method.model.eval(), 0)(probe))
+state = method.model.state_dict().values()
+digest = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in state)).hexdigest()
+with open(f"{out}/rank-{trainer.global_rank}.json", "w") as f:
+    learned = method.state.learned.tolist()
+    json.dump({"exact": torch.equal(outs[0], outs[1]), "digest": digest, "learned": learned}, f)
+"""
+
+
+@pytest.mark.parametrize(
+    "method, precision", [("hat", "32-true"), ("hat", "bf16-mixed"), ("packnet", "32-true")]
+)
+def test_ddp_strategy_with_two_cpu_processes_keeps_task_0_exact_on_both_ranks(tmp_path, method, precision):
+    script = tmp_path / "fit.py"
+    script.write_text(DDP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run(
+        [sys.executable, str(script), method, str(tmp_path), precision],
+        env={**env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["exact"] and r["learned"] == [True, True] for r in ranks), ranks
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # the ranks hold the same network, bit for bit
