@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise MaskclError(_unrecognised(extras, method))
             {"run": command_run, "eval": command_eval, "report": command_report}[args.command](args, stopper)
         except Interrupted as stop:
-            print(f"maskcl: {stop}", file=sys.stderr)
+            if launched_rank() == 0:  # under torchrun rank 0 says it for all
+                print(f"maskcl: {stop}", file=sys.stderr)
             return 128 + stop.signum
         except MaskclError as err:
             print(f"maskcl: error: {err}", file=sys.stderr)

@@ -50,6 +50,25 @@ class MethodCallback(pl.Callback):
         """The method's term to add to the training step's loss (after the step's forward pass)."""
         return self.method.regularizer()
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse the settings the methods cannot serve, in one line, before anything trains."""
+        strategy = trainer.strategy
+        sharded = (
+            pl.strategies.FSDPStrategy,
+            pl.strategies.DeepSpeedStrategy,
+            pl.strategies.ModelParallelStrategy,
+        )
+        if isinstance(strategy, sharded):
+            raise MaskclError(
+                f"MethodCallback: {type(strategy).__name__} is not supported (the exact protection and the "
+                "masks need each rank's full parameters): use strategy='ddp'"
+            )
+        if getattr(strategy, "_layer_sync", None) is not None:
+            raise MaskclError(
+                "MethodCallback: sync_batchnorm is not supported (a per-task BatchNorm keeps its own "
+                "statistics per task and normalises with each rank's batch): set sync_batchnorm=False"
+            )
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.task is None:
             raise MaskclError("MethodCallback: set callback.task before trainer.fit")

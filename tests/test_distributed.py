@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import maskcl_command
@@ -70,29 +71,15 @@ def test_two_ranks_give_one_process_results_with_earlier_tasks_exact_on_every_ra
                 assert (a is None and b is None) or abs(a - b) <= 1 / test_size, (got, reference)
 
 
-def test_sigterm_stops_both_ranks_with_one_checkpoint_and_another_world_size_resumes(tmp_path, data):
+def test_sigterm_stops_both_ranks_with_one_checkpoint_and_one_process_resumes(tmp_path, data):
     out = tmp_path / "run"
     command = torchrun("-m", "maskcl", "run", "--data", data, *FLAGS, "--epochs", "8", "--out", str(out))
-    command += ["--checkpoint-interval", "0"]
-    job = subprocess.Popen(
-        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 300
-    while (
-        not (out / "checkpoint.safetensors").exists() and job.poll() is None and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    job.send_signal(signal.SIGTERM)
-    _, err = job.communicate(timeout=300)
-    assert err.count("checkpoint saved") >= 1, err
+    err = stop_when_checkpointed([*command, "--checkpoint-interval", "0"], out)
+    assert err.count("checkpoint saved") == 1, err  # rank 0 says it for both
     assert not (out / "results.json").exists() and (out / "checkpoint.safetensors").exists()
-    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
-    resumed = subprocess.run(
-        [*maskcl_command("run", "--resume", str(out)), "--quiet"],
-        env=environment(),
-        capture_output=True,
-        text=True,
-    )
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    resume = maskcl_command("run", "--resume", str(out), "--quiet")
+    resumed = subprocess.run(resume, env=environment(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     whole = tmp_path / "whole"
     subprocess.run(
@@ -103,6 +90,60 @@ def test_sigterm_stops_both_ranks_with_one_checkpoint_and_another_world_size_res
     )
     got = json.loads((out / "results.json").read_text())
     reference = json.loads((whole / "results.json").read_text())
+    assert got["bwt"] == 0.0
+    for row, ref_row in zip(got["acc_matrix"], reference["acc_matrix"]):
+        assert all(abs(a - b) <= 1 / 40 for a, b in zip(row, ref_row) if a is not None), (got, reference)
+
+
+def stop_when_checkpointed(command: list[str], out: Path) -> str:
+    """Start ``command``, SIGTERM it once ``out`` holds a checkpoint; its stderr."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    job = subprocess.Popen(command, env=environment(), **pipes)
+    deadline = time.monotonic() + 300
+    while (
+        not (out / "checkpoint.safetensors").exists() and job.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    return job.communicate(timeout=300)[1]
+
+
+def same_run(a: Path, b: Path) -> None:
+    """Two finished run folders hold the same results, metrics and model files, byte for byte."""
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+    assert (a / "metrics.csv").read_bytes() == (b / "metrics.csv").read_bytes()
+    for name in ("task-0.safetensors", "task-1.safetensors"):
+        assert (a / "models" / name).read_bytes() == (b / "models" / name).read_bytes(), name
+
+
+def test_sigterm_then_the_same_auto_resume_line_ends_as_a_run_never_stopped(tmp_path, data):
+    def line(out):
+        flags = ["--epochs", "8", "--checkpoint-interval", "0", "--auto-resume", "--out", str(out)]
+        return torchrun("-m", "maskcl", "run", "--data", data, *FLAGS, *flags)
+
+    out, whole = tmp_path / "run", tmp_path / "whole"
+    err = stop_when_checkpointed(line(out), out)
+    assert err.count("checkpoint saved") == 1, err  # rank 0 says it for both
+    assert not (out / "results.json").exists()
+    subprocess.run(line(out), env=environment(), check=True, capture_output=True, timeout=600)
+    subprocess.run(line(whole), env=environment(), check=True, capture_output=True, timeout=600)
+    same_run(out, whole)
+
+
+def test_a_single_process_checkpoint_resumes_with_two_ranks(tmp_path, data):
+    out, whole = tmp_path / "run", tmp_path / "whole"
+    flags = [*FLAGS, "--epochs", "8", "--checkpoint-interval", "0"]
+    stop_when_checkpointed(maskcl_command("run", "--data", data, *flags, "--out", str(out)), out)
+    assert not (out / "results.json").exists()
+    resumed = subprocess.run(
+        torchrun("-m", "maskcl", "run", "--resume", str(out), "--quiet"),
+        env=environment(),
+        capture_output=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    command = maskcl_command("run", "--data", data, *flags, "--out", str(whole))
+    subprocess.run(command, env=environment(), check=True, capture_output=True)
+    got, reference = (json.loads((p / "results.json").read_text()) for p in (out, whole))
     assert got["bwt"] == 0.0
     for row, ref_row in zip(got["acc_matrix"], reference["acc_matrix"]):
         assert all(abs(a - b) <= 1 / 40 for a, b in zip(row, ref_row) if a is not None), (got, reference)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -118,6 +119,18 @@ def test_a_fit_resumed_from_a_checkpoint_inside_a_task_ends_bit_exact(tmp_path, 
     assert resumed.state.learned.tolist() == [True, True]
     for (name, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_sharded_strategies_and_sync_batchnorm_are_refused_in_one_line():
+    _, module, callback = build("hat")
+    callback.task = 0
+    # Lightning's FSDP needs a GPU: the callback's check is given a real FSDPStrategy without a Trainer
+    holder = types.SimpleNamespace(strategy=pl.strategies.FSDPStrategy())
+    with pytest.raises(maskcl.MaskclError, match=r"FSDPStrategy is not supported .* use strategy='ddp'"):
+        callback.setup(holder, module, "fit")
+    with pytest.raises(maskcl.MaskclError, match="sync_batchnorm is not supported"):
+        trainer(callback, max_epochs=1, strategy="ddp", sync_batchnorm=True).fit(module, loaders()[0])
+    assert callback.method.task is None  # nothing started
 
 
 def test_a_callback_without_a_task_is_a_one_line_error():
