@@ -178,3 +178,14 @@ def test_a_global_batch_smaller_than_the_ranks_is_refused(tmp_path, data):
     assert done.returncode != 0
     assert "--batch-size 1 is the global batch: it cannot be shared by 2 ranks" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_seeds_under_torchrun_are_refused_in_one_line(tmp_path, data):
+    command = maskcl_command("run", "--data", data, *FLAGS, "--seeds", "0,1", "--out", str(tmp_path / "r"))
+    env = {**environment(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}  # as torchrun sets them
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert (
+        done.stderr == "maskcl: error: --seeds is not supported under torchrun yet: launch one run per seed\n"
+    )
+    assert not (tmp_path / "r").exists()
