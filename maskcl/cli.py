@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import types
@@ -369,8 +368,6 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
             RunFolder(out).check_new()
     joint = _joint_reference(options["joint_reference"])
     interval = options["checkpoint_interval"]
-    if options["seeds"] is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise MaskclError("--seeds is not supported under torchrun yet: launch one run per seed")
     try:
         if options["seeds"] is None:
             _run_one(config, RunFolder(out, interval, mode), options, stopper, joint)
@@ -379,10 +376,13 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         def run_one(seed_config: RunConfig, folder: RunFolder) -> dict:
             if stopper.requested:  # asked while the last seed's run was finishing anyway
                 raise Interrupted("stopped between seeds", stopper.requested)
-            print(f"seed {seed_config.seed}: {folder.path}")
+            if launched_rank() == 0:
+                print(f"seed {seed_config.seed}: {folder.path}")
             return _run_one(seed_config, folder, options, stopper, joint)
 
         summary = run_seeds(config, options["seeds"], SweepFolder(out, mode), interval, run_one)
+        if launched_rank() != 0:
+            return
         print(
             "over seeds "
             + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)

@@ -482,14 +482,32 @@ def run_seeds(
     """
     run_one = run_one or (lambda seed_config, folder: run(seed_config, folder=folder))
     seeds = list(seeds)
-    with sweep.session(config.to_dict(), seeds):
+    ranks, _ = world(config.device)
+
+    def runs() -> dict:
         results = [
             run_one(dataclasses.replace(config, seed=seed), sweep.run_folder(seed, checkpoint_interval))
             for seed in seeds
         ]
         summary = {"method": config.method, "seeds": seeds}
-        summary |= {"runs": [f"seed-{s}" for s in seeds], **summarize(results)}
-        sweep.write_summary(summary)
+        return summary | {"runs": [f"seed-{s}" for s in seeds], **summarize(results)}
+
+    if not ranks.main:  # rank 0 claims the sweep folder and writes it; the others train with it
+        error = ranks.share(None)
+        if error is not None:
+            raise MaskclError(error)
+        return runs()
+    told = False
+    try:
+        with sweep.session(config.to_dict(), seeds):
+            ranks.share(None)
+            told = True
+            summary = runs()
+            sweep.write_summary(summary)
+    except MaskclError as err:
+        if not told:
+            ranks.share(str(err))
+        raise
     return summary
 
 

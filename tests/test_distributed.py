@@ -180,12 +180,26 @@ def test_a_global_batch_smaller_than_the_ranks_is_refused(tmp_path, data):
     assert not (tmp_path / "r").exists()
 
 
-def test_seeds_under_torchrun_are_refused_in_one_line(tmp_path, data):
-    command = maskcl_command("run", "--data", data, *FLAGS, "--seeds", "0,1", "--out", str(tmp_path / "r"))
-    env = {**environment(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}  # as torchrun sets them
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert (
-        done.stderr == "maskcl: error: --seeds is not supported under torchrun yet: launch one run per seed\n"
+def test_seeds_under_torchrun_write_one_sweep_folder_with_the_single_process_results(tmp_path, data):
+    out, single = tmp_path / "ranks", tmp_path / "single"
+    seeds = ["--seeds", "0,1"]
+    done = subprocess.run(
+        torchrun("-m", "maskcl", "run", "--data", data, *FLAGS, *seeds, "--out", str(out)),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert not (tmp_path / "r").exists()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("over seeds") == 1 and done.stdout.count("seed 1:") == 1  # rank 0 prints
+    command = maskcl_command("run", "--data", data, *FLAGS, *seeds, "--out", str(single))
+    subprocess.run(command, env=environment(), check=True, capture_output=True)
+    for seed in (0, 1):
+        got, reference = (
+            json.loads((p / f"seed-{seed}" / "results.json").read_text()) for p in (out, single)
+        )
+        assert got["bwt"] == 0.0
+        for row, ref_row in zip(got["acc_matrix"], reference["acc_matrix"]):
+            assert all(abs(a - b) <= 1 / 40 for a, b in zip(row, ref_row) if a is not None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["runs"] == ["seed-0", "seed-1"]
