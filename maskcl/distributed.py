@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from maskcl.errors import MaskclError
+from maskcl.errors import MaskclError, one_line
 
 __all__ = ["SINGLE", "World", "launched_rank", "world"]
 
@@ -110,7 +110,12 @@ def world(device: str) -> tuple[World, str]:
     elif device == "auto":
         device = "cpu"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        try:
+            dist.init_process_group("nccl" if cuda else "gloo")
+        except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set without torchrun's rendezvous
+            raise MaskclError(
+                f"the {size} processes could not form a group (start them with torchrun): {one_line(err)}"
+            ) from None
     if dist.get_world_size() != size:
         raise MaskclError(f"WORLD_SIZE is {size} but the process group has {dist.get_world_size()} ranks")
     return World(dist.get_rank(), size), device

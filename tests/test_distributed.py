@@ -203,3 +203,14 @@ def test_seeds_under_torchrun_write_one_sweep_folder_with_the_single_process_res
             assert all(abs(a - b) <= 1 / 40 for a, b in zip(row, ref_row) if a is not None)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["runs"] == ["seed-0", "seed-1"]
+
+
+def test_world_size_without_torchrun_is_a_one_line_error(tmp_path, data):
+    command = maskcl_command("run", "--data", data, *FLAGS, "--out", str(tmp_path / "r"))
+    env = {**environment(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}  # no MASTER_ADDR
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(
+        "maskcl: error: the 2 processes could not form a group (start them with torchrun)"
+    )
+    assert not (tmp_path / "r").exists()
