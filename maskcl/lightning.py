@@ -75,6 +75,10 @@ class MethodCallback(pl.Callback):
         if len(trainer.optimizers) != 1:
             raise MaskclError(f"MethodCallback needs one optimizer, the fit has {len(trainer.optimizers)}")
         if self.method.task is None:
+            if trainer.max_epochs is None or trainer.max_epochs < 1:
+                raise MaskclError(
+                    f"MethodCallback needs max_epochs >= 1 (a task's epochs), got {trainer.max_epochs}"
+                )
             self.method.check_epochs(trainer.max_epochs)
             batches = trainer.num_training_batches
             if not math.isfinite(batches) or batches < 1:

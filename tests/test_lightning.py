@@ -137,6 +137,9 @@ def test_a_callback_without_a_task_is_a_one_line_error():
     _, module, callback = build("hat")
     with pytest.raises(maskcl.MaskclError, match=r"set callback\.task before trainer\.fit"):
         trainer(callback, max_epochs=1).fit(module, loaders()[0])
+    callback.task = 0
+    with pytest.raises(maskcl.MaskclError, match="MethodCallback needs max_epochs >= 1"):
+        trainer(callback, max_epochs=-1, max_steps=5).fit(module, loaders()[0])
 
 
 # Lightning's "ddp" strategy starts the other rank by running this script again (not spawn); every rank
