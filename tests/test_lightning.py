@@ -133,6 +133,8 @@ def test_sharded_strategies_and_sync_batchnorm_are_refused_in_one_line():
         callback.setup(holder, module, "fit")
     with pytest.raises(maskcl.MaskclError, match="sync_batchnorm is not supported"):
         trainer(callback, max_epochs=1, strategy="ddp", sync_batchnorm=True).fit(module, loaders()[0])
+    if torch.distributed.is_initialized():  # the one-rank group that fit made, and its port
+        torch.distributed.destroy_process_group()
     assert callback.method.task is None  # nothing started
 
 
@@ -222,11 +224,12 @@ with open(f"{out}/rank-{trainer.global_rank}.json", "w") as f:
 def test_ddp_strategy_with_two_cpu_processes_keeps_task_0_exact_on_both_ranks(tmp_path, method, precision):
     script = tmp_path / "fit.py"
     script.write_text(DDP_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    launched = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launched}  # a Trainer here may have set them
     command = [sys.executable, str(script), method, str(tmp_path), precision]
     for _attempt in range(3):  # the port Lightning picks can be taken before it binds it: try again
         code, log = run_process_group(command, {**env, "OMP_NUM_THREADS": "1"}, tmp_path / "log.txt")
-        if "EADDRINUSE" not in log:
+        if "EADDRINUSE" not in log and "DistNetworkError" not in log:
             break
     assert code == 0, log[-3000:]
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
