@@ -16,6 +16,9 @@ markdown table of whatever has finished.
                                                      # SGD lr 0.05, 5 epochs (--epochs, --num-tasks reduce)
     python benchmarks/methods_accuracy.py converted  # PackNet and WSN on timm resnet18, Split, reduced
     python benchmarks/methods_accuracy.py adahat-alpha  # AdaHAT on Split, SGD, alpha 0.1, 1 and 10
+    python benchmarks/methods_accuracy.py wsn-gain      # WSN on Split, SGD, score_gain 1, 10, 100, 1000
+    python benchmarks/methods_accuracy.py adahat-permuted  # AdaHAT alpha 0.1 on Permuted; HAT and AdaHAT on
+                                                        # MLP 100-100
     python benchmarks/methods_accuracy.py split --only packnet --epochs 2   # a subset, shorter
     python benchmarks/methods_accuracy.py permuted --only wsn --epochs 2 --num-tasks 3 --adamw
     python benchmarks/methods_accuracy.py table [--out DIR]                 # the table of the finished runs
@@ -59,6 +62,11 @@ EXPERIMENTS = {
     "adahat-alpha": [
         (f"adahat-sgd-alpha{a}", {**SPLIT, "method": "adahat", "options": {"alpha": a}})
         for a in (0.1, 1.0, 10.0)
+    ],
+    # WSN's score_gain (default 100; 1 is the paper's estimator), on Split with SGD
+    "wsn-gain": [
+        (f"wsn-sgd-gain{g:g}", {**SPLIT, "method": "wsn", "options": {"score_gain": g}})
+        for g in (1.0, 10.0, 100.0, 1000.0)
     ],
     # AdaHAT's alpha on Permuted (the setting), and HAT against AdaHAT on a network too small for
     # 10 tasks (MLP 100-100, 2 epochs a task), where HAT's later tasks find few free units

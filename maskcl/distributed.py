@@ -92,10 +92,10 @@ def launched_rank() -> int:
 def world(device: str) -> tuple[World, str]:
     """Join the process group ``torchrun`` set up in the environment (``WORLD_SIZE`` > 1), once per
     process; returns the world and the device this rank uses (``cuda`` and ``auto`` with CUDA become
-    ``cuda:LOCAL_RANK``). Without ``torchrun``: ``World()`` and ``device`` unchanged."""
+    ``cuda:LOCAL_RANK``). Without ``torchrun``: :data:`SINGLE` and ``device`` unchanged."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World(), device
+        return SINGLE, device
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:

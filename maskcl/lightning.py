@@ -92,7 +92,6 @@ class MethodCallback(pl.Callback):
                 self.method.model.load_state_dict(saved)
                 self.method.load_state_dict(self._resumed)
                 self._resumed = None
-        set_task(self.method.model.train(), self.task)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the network trains in training mode (an evaluation before the fit may have left it in eval mode)

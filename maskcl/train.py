@@ -366,8 +366,10 @@ def _end_step(run_: _Run, loss: torch.Tensor) -> None:
             _save(run_)
         return
     position.epoch_loss += world.sum(loss)
-    stop = int(folder.stop) if folder is not None else 0
-    due = folder is not None and (folder.checkpoint_due() if world.main else bool(stop))
+    if folder is None:  # on every rank alike
+        return
+    stop = int(folder.stop)
+    due = folder.checkpoint_due() if world.main else bool(stop)
     flags = world.max(torch.tensor([int(due), stop], device=run_.device)).tolist()
     if flags[0]:
         _save(run_, flags[1])
@@ -441,26 +443,35 @@ def _run_ranks(run_: _Run, log, on_task_end, progress: bool, joint_reference) ->
     world, folder, config = run_.world, run_.folder, run_.config
     if not world.main:
         folder.active = True  # a signal here asks to stop at a step, as on rank 0 (see _end_step)
-        try:
-            told = world.share(None)
-            if told[0] == "error":
-                raise MaskclError(told[1])
-            _, state, results = told
-            if results is not None:
-                return results
-            return _with_ratio(_run(run_, state, log, on_task_end, progress), joint_reference)
-        finally:
-            folder.active = False
-    told = False
     try:
-        with folder.session(config.to_dict(), str(run_.device)) as opened:
-            world.share(("ok", opened.state, opened.results))
-            told = True
+        with _claimed_by_rank_0(world, lambda: folder.session(config.to_dict(), str(run_.device))) as opened:
             if opened.results is not None:
                 return opened.results
             results = _with_ratio(_run(run_, opened.state, log, on_task_end, progress), joint_reference)
-            folder.finish(results)
+            if world.main:
+                folder.finish(results)
             return results
+    finally:
+        if not world.main:
+            folder.active = False
+
+
+@contextlib.contextmanager
+def _claimed_by_rank_0(world, session: Callable[[], contextlib.AbstractContextManager]) -> Iterator:
+    """Rank 0 enters ``session()`` (claiming a folder) and every rank gets what it yields; a one-line
+    error in entering it is raised on every rank."""
+    if not world.main:
+        told = world.share(None)
+        if told[0] == "error":
+            raise MaskclError(told[1])
+        yield told[1]
+        return
+    told = False
+    try:
+        with session() as opened:
+            world.share(("ok", opened))
+            told = True
+            yield opened
     except MaskclError as err:
         if not told:
             world.share(("error", str(err)))
@@ -492,22 +503,10 @@ def run_seeds(
         summary = {"method": config.method, "seeds": seeds}
         return summary | {"runs": [f"seed-{s}" for s in seeds], **summarize(results)}
 
-    if not ranks.main:  # rank 0 claims the sweep folder and writes it; the others train with it
-        error = ranks.share(None)
-        if error is not None:
-            raise MaskclError(error)
-        return runs()
-    told = False
-    try:
-        with sweep.session(config.to_dict(), seeds):
-            ranks.share(None)
-            told = True
-            summary = runs()
+    with _claimed_by_rank_0(ranks, lambda: sweep.session(config.to_dict(), seeds)):
+        summary = runs()  # rank 0 claims the sweep folder and writes it; the others train with it
+        if ranks.main:
             sweep.write_summary(summary)
-    except MaskclError as err:
-        if not told:
-            ranks.share(str(err))
-        raise
     return summary
 
 
