@@ -14,6 +14,7 @@ every rank. Only rank 0 writes the run folder.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -116,6 +117,14 @@ def world(device: str) -> tuple[World, str]:
             raise MaskclError(
                 f"the {size} processes could not form a group (start them with torchrun): {one_line(err)}"
             ) from None
+        atexit.register(_leave_group)
     if dist.get_world_size() != size:
         raise MaskclError(f"WORLD_SIZE is {size} but the process group has {dist.get_world_size()} ranks")
     return World(dist.get_rank(), size), device
+
+
+def _leave_group() -> None:
+    """Destroy the process group while the interpreter is whole: a group left to the interpreter's
+    teardown can abort the process (gloo's threads still hold tensors then) after the run succeeded."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
