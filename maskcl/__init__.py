@@ -8,6 +8,8 @@ The public API, in a few namespaces:
   (:class:`RunConfig`, :func:`run`, :func:`run_seeds`, :func:`load_run`);
 - :mod:`maskcl.core`: task context, task layers, exact protection and weight masking, for new methods;
 - :mod:`maskcl.methods`: the methods, each with its config dataclass;
+- :mod:`maskcl.predictors`: task predictors for the task id unknown at test time (:func:`create_predictor`,
+  :func:`list_predictors`, :func:`register_predictor`);
 - :mod:`maskcl.data` and :mod:`maskcl.metrics`: scenarios and benchmarks; ACC, BWT, forgetting.
 """
 
@@ -17,6 +19,7 @@ from maskcl.errors import MaskclError
 from maskcl.methods import Method, MethodConfig, create_method, list_methods, register_method
 from maskcl.methods.hat import HAT
 from maskcl.models import TaskModel, create_model, list_models
+from maskcl.predictors import create_predictor, list_predictors, register_predictor
 from maskcl.runs import load_run
 from maskcl.train import run, run_seeds
 from maskcl.version import __version__
@@ -32,10 +35,13 @@ __all__ = [
     "convert",
     "create_method",
     "create_model",
+    "create_predictor",
     "list_methods",
     "list_models",
+    "list_predictors",
     "load_run",
     "register_method",
+    "register_predictor",
     "run",
     "run_seeds",
     "set_task",

@@ -96,8 +96,9 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def _add_flag(group, name: str, kind, default, help_text: str, choices=None) -> None:
-    """``--name`` for a config field of type ``kind`` (see :func:`maskcl.config.check_value`)."""
+def _add_flag(group, name: str, kind, default, help_text: str, choices=None, const=None) -> None:
+    """``--name`` for a config field of type ``kind`` (see :func:`maskcl.config.check_value`); with
+    ``const``, the value may be left out (``--name`` alone means ``const``)."""
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     optional = type(None) in options
     base = next(k for k in options if k is not type(None))
@@ -113,6 +114,9 @@ def _add_flag(group, name: str, kind, default, help_text: str, choices=None) -> 
         convert = base
     if optional:
         convert = _or_none(convert)
+    if const is not None:
+        group.add_argument(flag, type=convert, choices=choices, help=text, nargs="?", const=const)
+        return
     group.add_argument(flag, type=convert, choices=choices, help=text)
 
 
@@ -145,7 +149,8 @@ def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
     for name, field in RUN_FIELDS.items():
         choices = list_methods() if name == "method" else field.metadata.get("choices")
-        _add_flag(p, name, RUN_TYPES[name], getattr(DEFAULTS, name), field.metadata["help"], choices)
+        default, help_text = getattr(DEFAULTS, name), field.metadata["help"]
+        _add_flag(p, name, RUN_TYPES[name], default, help_text, choices, field.metadata.get("const"))
     config_class = method_class(method).config_class
     group = p.add_argument_group(f"options of method {method}")
     for field, kind in zip(dataclasses.fields(config_class), option_types(method).values()):

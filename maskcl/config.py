@@ -31,6 +31,7 @@ from maskcl.errors import MaskclError
 from maskcl.methods import MethodConfig, list_methods, load_plugins, method_class
 from maskcl.methods.base import make_config
 from maskcl.models import list_models
+from maskcl.predictors import RECOMMENDED, list_predictors, predictor_class
 
 __all__ = [
     "OPTIMIZERS",
@@ -74,7 +75,12 @@ class RunConfig:
     channels: tuple[int, ...] = _option((64, 128, 256), "alexnet: conv channels")
     dropout: float = _option(0.5, "mlp: dropout after each hidden layer (the HAT paper's MLP)")
     input_dropout: float = _option(0.2, "mlp: dropout on the input (the HAT paper's MLP)")
-    task_inference: bool = _option(False, "also test with the task unknown (maskcl.inference)")
+    task_inference: str | None = _option(
+        None,
+        f"also test with the task unknown, with this task predictor ({', '.join(list_predictors())}; "
+        f"without a name: {RECOMMENDED}); adds the class-incremental accuracy matrix",
+        const=RECOMMENDED,
+    )
     val_fraction: float = _option(0.1, "fraction of each task's training data held out")
     seed: int = _option(0, "random seed")
     device: str = _option("auto", "auto, cpu, cuda, cuda:1, mps")
@@ -94,6 +100,8 @@ class RunConfig:
             raise MaskclError(f"unknown scenario {self.scenario!r}; known: split, permuted")
         if self.arch not in list_models() and not self.arch.startswith("timm:"):
             raise MaskclError(f"unknown arch {self.arch!r}; known: {', '.join(list_models())}, timm:NAME")
+        if self.task_inference is not None:
+            predictor_class(self.task_inference)
         if self.optimizer not in OPTIMIZERS:
             raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         checks = [
@@ -241,6 +249,8 @@ def config_from_dict(
         target, kind = (run, RUN_TYPES[key]) if key in RUN_TYPES else (options, kinds.get(key))
         if kind is None:
             raise MaskclError(f"{source}: {_unknown_key(key, run['method'])}")
+        if isinstance(value, bool) and key in RUN_FIELDS and "const" in RUN_FIELDS[key].metadata:
+            value = RUN_FIELDS[key].metadata["const"] if value else None  # task_inference: true
         try:
             target[key] = check_value(key, value, kind)
         except MaskclError as err:
@@ -273,12 +283,18 @@ RENAMED = {"tasks": "num_tasks"}
 
 
 def upgrade_config(values: dict[str, Any], format_version: int) -> dict[str, Any]:
-    """A run folder's saved config of an earlier format in today's keys (format 3 is today's).
+    """A run folder's saved config of an earlier format in today's keys (format 4 is today's).
 
     Formats 1 and 2 stored every method's options in every run and ``tasks`` for the number of tasks;
     today a run stores its own method's options only: the others are dropped, and options added since
-    take their defaults, which are what those versions did."""
-    if format_version >= 3 or not isinstance(values, dict):
+    take their defaults, which are what those versions did. Formats 1-3 stored ``task_inference`` as
+    true or false: true was the lowest-entropy task, today's ``entropy`` predictor."""
+    if format_version >= 4 or not isinstance(values, dict):
+        return values
+    values = dict(values)
+    if isinstance(values.get("task_inference"), bool):
+        values["task_inference"] = "entropy" if values["task_inference"] else None
+    if format_version >= 3:
         return values
     values = {RENAMED.get(key, key): value for key, value in values.items()}
     method = values.get("method")

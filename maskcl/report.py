@@ -33,6 +33,8 @@ PLOT_CAPTIONS = {
     "accuracy_matrix": "Accuracy matrix: test accuracy (%) on task j after learning tasks 0..i.",
     "task_accuracy": "Each task's test accuracy from when it is learned to the end of the run.",
     "capacity": "Capacity: fraction of each gated layer's units used by each task, and still free.",
+    "class_incremental_matrix": "Class-incremental accuracy matrix: test accuracy (%) on task j after "
+    "learning tasks 0..i with the task id unknown (the task predictor chooses among tasks 0..i).",
 }
 
 STYLE = """
@@ -60,7 +62,8 @@ def write_report(run_dir: str | Path) -> Path:
     """Write the plots into ``run_dir/report/`` and the page ``run_dir/report.html``; return the page's path.
 
     Plots: ``accuracy_matrix.png`` (R as a heatmap), ``task_accuracy.png`` (each task's accuracy as tasks
-    are learned) and, for runs that store it (HAT), ``capacity.png`` (units used per layer and task).
+    are learned), for runs with task inference ``class_incremental_matrix.png`` (the same with the task
+    unknown) and, for runs that store it (HAT), ``capacity.png`` (units used per layer and task).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -82,6 +85,12 @@ def write_report(run_dir: str | Path) -> Path:
         "accuracy_matrix": lambda path: _plot_accuracy_matrix(pyplot, matrix, matrix_title, path),
         "task_accuracy": lambda path: _plot_task_accuracy(pyplot, matrix, path),
     }
+    incremental = _incremental_matrix(runs, matrix.shape)
+    if incremental is not None:
+        title = "class-incremental accuracy matrix" + (f", mean over {len(runs)} seeds" if summary else "")
+        plots["class_incremental_matrix"] = lambda path: _plot_accuracy_matrix(
+            pyplot, incremental, title, path
+        )
     capacity = _capacity_summary(runs[0])
     if capacity is not None:
         plots["capacity"] = capacity.plot
@@ -141,10 +150,33 @@ def _mean_matrix(runs: list[_Run], summary_path: Path) -> np.ndarray:
     shapes = {run.matrix.shape for run in runs}
     if len(shapes) > 1:
         raise MaskclError(f"{summary_path}: its runs' acc_matrix shapes differ: {sorted(shapes)}")
-    stacked = np.stack([run.matrix for run in runs])
+    return _entrywise_mean([run.matrix for run in runs])
+
+
+def _entrywise_mean(matrices: list[np.ndarray]) -> np.ndarray:
+    """The mean of each entry over the matrices that recorded it (NaN: recorded by none)."""
+    stacked = np.stack(matrices)
     recorded = (~np.isnan(stacked)).sum(axis=0)
-    total = np.nansum(stacked, axis=0)
-    return np.where(recorded > 0, total / np.maximum(recorded, 1), np.nan)
+    return np.where(recorded > 0, np.nansum(stacked, axis=0) / np.maximum(recorded, 1), np.nan)
+
+
+def _incremental_matrix(runs: list[_Run], shape: tuple[int, ...]) -> np.ndarray | None:
+    """The mean class-incremental accuracy matrix (``task_inference.acc_matrix``) over the runs, when
+    every run stores one."""
+    matrices = []
+    for run in runs:
+        saved = run.results.get("task_inference", {}).get("acc_matrix")
+        if saved is None:
+            return None
+        try:
+            matrices.append(np.array(saved, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise MaskclError(
+                f"{run.path}: task_inference acc_matrix must be a list of numbers or null"
+            ) from None
+        if matrices[-1].shape != shape:
+            raise MaskclError(f"{run.path}: task_inference acc_matrix is not {shape[0]} x {shape[1]}")
+    return _entrywise_mean(matrices)
 
 
 def _capacity_summary(run: _Run) -> CapacitySummary | None:

@@ -34,13 +34,14 @@ from maskcl.core.context import set_task
 from maskcl.data import TaskData
 from maskcl.distributed import world
 from maskcl.errors import MaskclError, MaskclWarning, one_line
-from maskcl.evaluation import evaluate, evaluate_task_inference
+from maskcl.evaluation import ClassIncremental, evaluate
 from maskcl.metrics import (
     AccuracyMatrix,
     forgetting_ratio,
     random_stratified_accuracy,
     validate_accuracy_matrix,
 )
+from maskcl.predictors import create_predictor
 from maskcl.runs import CHECKPOINT, RunFolder, SweepFolder, config_differences, load_model_state, summarize
 
 __all__ = ["Interrupted", "run", "run_seeds"]
@@ -112,6 +113,11 @@ class _Run:
         self.optimizer = build_optimizer(config, self.model)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.matrix = AccuracyMatrix(self.scenario.num_tasks)
+        self.inference: ClassIncremental | None = None
+        if config.task_inference is not None:
+            predictor = create_predictor(config.task_inference)
+            predictor.check_model(self.model)
+            self.inference = ClassIncremental(predictor, self.scenario.num_tasks)
         self.position = _Position()
         self.seconds_before, self.started = 0.0, time.perf_counter()
 
@@ -129,6 +135,7 @@ class _Run:
             "method": self.method.state_dict() if self.position.in_task else {},
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(), **_cuda_rng()},
             "matrix": self.matrix.to_list(),
+            "inference": self.inference.state_dict() if self.inference is not None else {},
             "metric_lines": metric_lines,
             "seconds": self.seconds(),
         }
@@ -154,6 +161,8 @@ class _Run:
         _check_optimizer_state(state["optimizer"], self.optimizer)
         self.optimizer.load_state_dict(state["optimizer"])
         self.matrix = AccuracyMatrix.from_matrix(state["matrix"])
+        if self.inference is not None and state.get("inference"):  # format 3 kept none
+            self.inference.load_state_dict(state["inference"])
         self.seconds_before = state["seconds"]
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
@@ -556,6 +565,10 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
             accuracy = evaluate(model, scenario[other].test, other, device, world=run_.world)
             run_.matrix.update(task, other, accuracy)
         log(f"after task {task}: " + " ".join(f"{a:.4f}" for a in run_.matrix.row(task)))
+        if run_.inference is not None:
+            run_.inference.after_task(model, scenario, task, device)
+            row = run_.inference.acc.row(task)[: task + 1]
+            log(f"after task {task}, task unknown: " + " ".join(f"{a:.4f}" for a in row))
         if on_task_end is not None:
             on_task_end(model, task)
         run_.position = _Position(task=task + 1)
@@ -572,8 +585,8 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
         device=str(device),
         config=config.to_dict(),
     )
-    if config.task_inference:
-        results["task_inference"] = evaluate_task_inference(model, scenario, device)
+    if run_.inference is not None:
+        results["task_inference"] = run_.inference.results(scenario)
     results.update(run_.method.summary())
     results["timing"] = {
         "train_seconds": run_.seconds(),

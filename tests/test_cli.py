@@ -254,14 +254,36 @@ def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, c
     assert min(results["acc_matrix"][1]) >= 0.85  # 40 test samples a task; chance is 0.5
 
 
-@pytest.mark.parametrize("method", ["hat", "hypermask"])
-def test_task_inference_is_reported_when_asked(tmp_path, capsys, method):
+@pytest.mark.parametrize(
+    "method, flag, predictor",
+    [("hat", [], "gaussian"), ("hypermask", ["energy"], "energy"), ("wsn", ["entropy"], "entropy")],
+)
+def test_task_inference_is_reported_when_asked(tmp_path, capsys, method, flag, predictor):
     data = write_npz(tmp_path / "mine.npz")
     out = tmp_path / "ti"
-    args = ["--data", str(data), "--num-tasks", "2", "--method", method, "--task-inference", *FAST]
+    args = ["--data", str(data), "--num-tasks", "2", "--method", method, "--task-inference", *flag, *FAST]
     code, stdout, _ = run_cli([*args, "--out", str(out)], capsys)
     assert code == 0
-    inference = json.loads((out / "results.json").read_text())["task_inference"]
+    results = json.loads((out / "results.json").read_text())
+    inference = results["task_inference"]
+    assert results["config"]["task_inference"] == predictor == inference["predictor"]
     assert 0 <= inference["class_incremental_acc"] <= inference["task_accuracy"] <= 1
     assert len(inference["per_task_task_accuracy"]) == 2
+    # the class-incremental matrix: after task 0 only task 0 is known (found always), then both
+    matrix, found = inference["acc_matrix"], inference["task_found_matrix"]
+    assert found[0] == [1.0, None] and matrix[0][1] is None and matrix[0][0] == results["acc_matrix"][0][0]
+    assert matrix[1] == inference["per_task_class_incremental_acc"]
+    assert inference["acc"] == pytest.approx(sum(matrix[1]) / 2)
+    assert inference["bwt"] == pytest.approx(matrix[1][0] - matrix[0][0])
     assert "task unknown at test time: task inferred" in stdout
+
+
+def test_an_unknown_task_predictor_is_one_line_and_writes_nothing(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz")
+    out = tmp_path / "ti"
+    code, _, err = run_cli(
+        ["--data", str(data), "--task-inference", "oracle", *FAST, "--out", str(out)], capsys
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert "unknown task predictor 'oracle'; known: energy, entropy, gaussian, max-logit" in err
+    assert not out.exists()

@@ -65,7 +65,7 @@ out: {tmp_path / "from-file"}
     saved = json.loads((out / "config.json").read_text())
     assert saved["epochs"] == 1 and saved["hidden"] == [16, 12] and saved["batch_size"] == 16
     assert saved["lr"] == 0.001 and isinstance(saved["lr"], float)
-    assert saved["optimizer"] == "adam" and saved["method"] == "hat" and saved["task_inference"] is True
+    assert saved["optimizer"] == "adam" and saved["method"] == "hat" and saved["task_inference"] == "gaussian"
     assert saved["s_max"] == 200.0 and saved["dropout"] == 0.0 and saved["data"] == str(data)
     assert saved["num_tasks"] == 2
     results = json.loads((out / "results.json").read_text())
@@ -609,3 +609,11 @@ def test_bad_data_with_seeds_leaves_nothing_and_the_same_command_then_works(tmp_
     shutil.copy(data, mine)
     code, _, err = cli(args, capsys)
     assert code == 0, err
+
+
+def test_a_format_3_config_with_task_inference_true_means_the_entropy_predictor_it_ran_with():
+    from maskcl.config import upgrade_config
+
+    assert upgrade_config({"method": "hat", "task_inference": True}, 3)["task_inference"] == "entropy"
+    assert upgrade_config({"method": "hat", "task_inference": False}, 3)["task_inference"] is None
+    assert upgrade_config({"method": "hat", "task_inference": "energy"}, 4)["task_inference"] == "energy"

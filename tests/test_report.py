@@ -170,6 +170,22 @@ def test_task_inference_is_in_the_summary_when_stored(tmp_path):
     page = write_report(tmp_path).read_text()
     assert "<th>task inferred</th><th>class-incremental ACC</th>" in page
     assert ">0.8125<" in page and ">0.7500<" in page
+    assert "Class-incremental accuracy matrix" not in page  # not stored: not drawn
+
+
+def test_the_class_incremental_matrix_is_drawn_when_stored(tmp_path):
+    incremental = [[0.95, None, None], [0.6, 0.7, None], [0.5, 0.4, 0.6]]
+    inference = {"task_accuracy": 0.8125, "class_incremental_acc": 0.375, "acc_matrix": incremental}
+    write_json(tmp_path / "results.json", results_for(MATRIX, task_inference=inference))
+    page = write_report(tmp_path).read_text()
+    assert (
+        "Class-incremental accuracy matrix" in page
+        and (tmp_path / "report" / "class_incremental_matrix.png").exists()
+    )
+    inference["acc_matrix"] = [[0.5]]
+    write_json(tmp_path / "results.json", results_for(MATRIX, task_inference=inference))
+    with pytest.raises(MaskclError, match="task_inference acc_matrix is not 3 x 3"):
+        write_report(tmp_path)
 
 
 def test_unrecorded_entries_are_left_blank(tmp_path):

@@ -148,6 +148,8 @@ class _StopAfter(RunFolder):
         {"method": "packnet", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
         {"method": "wsn", "momentum": 0.9},
         {"method": "adahat", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
+        {"method": "hat", "task_inference": "gaussian"},
+        {"method": "packnet", "task_inference": "energy"},
     ],
 )
 def test_stopping_anywhere_and_resuming_is_bit_exact_for_every_method(tmp_path, data, options):

@@ -1,0 +1,134 @@
+"""Task predictors with the task id unknown at test time: task-found rate, class-incremental ACC and
+cost per test image of every predictor, on the same trained run of each method.
+
+    python benchmarks/task_inference.py split --methods hat,packnet,wsn,hypermask
+    python benchmarks/task_inference.py permuted --methods hat
+
+Each method trains once with ``maskcl run``'s defaults for the scenario (Split Fashion-MNIST: 5 tasks,
+the HAT paper's MLP, 5 epochs; Permuted: 10 tasks, MLP 1000-1000 without dropout); after each task every
+predictor fits on that task's training data and classifies every learned task's test data among the
+learned tasks (:class:`maskcl.evaluation.ClassIncremental`), so all predictors see the same network.
+The cost: seconds per test image of ``predict`` over the whole test set after the last task, and the
+statistics kept. Results go to ``/tmp/maskcl-inference/<scenario>-<method>.json`` as each run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from maskcl import RunConfig, run
+from maskcl.build import load_scenario
+from maskcl.evaluation import ClassIncremental
+from maskcl.predictors import create_predictor, list_predictors
+
+OUT = Path("/tmp/maskcl-inference")
+SCENARIOS = {
+    "split": {"benchmark": "split-fmnist"},
+    "permuted": {
+        "benchmark": "permuted-fmnist",
+        "hidden": (1000, 1000),
+        "dropout": 0.0,
+        "input_dropout": 0.0,
+    },
+}
+
+
+def measure(scenario: str, method: str, predictors: list[str], epochs: int) -> dict:
+    config = RunConfig(method=method, epochs=epochs, **SCENARIOS[scenario])
+    data = load_scenario(config)
+    records = {name: ClassIncremental(create_predictor(name), data.num_tasks) for name in predictors}
+    device = torch.device("cpu")
+
+    def after(model, task):
+        for record in records.values():
+            record.after_task(model, data, task, device)
+
+    results = run(config, log=lambda line: print(line, flush=True), on_task_end=after)
+    rows = {}
+    for name, record in records.items():
+        row = record.results(data)
+        rows[name] = {
+            k: row[k] for k in ("task_accuracy", "class_incremental_acc", "acc", "bwt", "memory_bytes")
+        }
+    out = {
+        "scenario": scenario,
+        "method": method,
+        "acc": results["acc"],
+        "bwt": results["bwt"],
+        "predictors": rows,
+    }
+    return out
+
+
+def timing(scenario: str, method: str, predictors: list[str], epochs: int) -> dict:
+    """Seconds per test image of each predictor on a run's final model (retrained: 1 epoch, same shapes)."""
+    config = RunConfig(method=method, epochs=epochs, **SCENARIOS[scenario])
+    data = load_scenario(config)
+    records = {name: create_predictor(name) for name in predictors}
+    box = {}
+
+    def after(model, task):
+        box["model"] = model
+        for predictor in records.values():
+            predictor.fit_task(model, task, data[task].train)
+
+    run(config, log=lambda _: None, on_task_end=after)
+    x = torch.cat([data[t].test.x[:500] for t in range(data.num_tasks)])
+    seconds = {}
+    for _ in range(2):  # alternate, keep the faster of two rounds each
+        for name, predictor in records.items():
+            start = time.perf_counter()
+            for i in range(0, len(x), 1000):
+                predictor.predict(box["model"], x[i : i + 1000])
+            seconds[name] = min(seconds.get(name, float("inf")), (time.perf_counter() - start) / len(x))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=[*SCENARIOS, "table"])
+    parser.add_argument("--methods", default="hat")
+    parser.add_argument("--predictors", default=",".join(list_predictors()))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--timing", action="store_true", help="seconds per test image (a 1-epoch run)")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("MASKCL_THREADS", "1")))
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.scenario == "table":
+        head = ["scenario", "method", "ACC task known", "BWT", "predictor", "task found", "CI ACC", "CI BWT"]
+        print("| " + " | ".join(head) + " |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for path in sorted(OUT.glob("*.json")):
+            r = json.loads(path.read_text())
+            if "predictors" not in r:
+                continue
+            for name, p in r["predictors"].items():
+                bwt = "-" if p["bwt"] is None else f"{p['bwt']:+.4f}"
+                print(
+                    f"| {r['scenario']} | {r['method']} | {r['acc']:.4f} | {r['bwt']} | {name} | "
+                    f"{p['task_accuracy']:.4f} | {p['class_incremental_acc']:.4f} | {bwt} |"
+                )
+        return
+    predictors = args.predictors.split(",")
+    for method in args.methods.split(","):
+        if args.timing:
+            result = {
+                "scenario": args.scenario,
+                "method": method,
+                "seconds_per_image": timing(args.scenario, method, predictors, 1),
+            }
+            (OUT / f"{args.scenario}-{method}-timing.json").write_text(json.dumps(result, indent=1))
+        else:
+            result = measure(args.scenario, method, predictors, args.epochs)
+            (OUT / f"{args.scenario}-{method}.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
