@@ -24,6 +24,7 @@ import torch
 
 from maskcl import RunConfig, run
 from maskcl.build import load_scenario
+from maskcl.errors import MaskclError
 from maskcl.evaluation import ClassIncremental
 from maskcl.predictors import create_predictor, list_predictors
 
@@ -46,7 +47,12 @@ def measure(scenario: str, method: str, predictors: list[str], epochs: int) -> d
     device = torch.device("cpu")
 
     def after(model, task):
-        for record in records.values():
+        for name, record in list(records.items()):
+            try:
+                record.predictor.check_model(model)
+            except MaskclError:  # e.g. one-shot needs supsup's superposed masks
+                del records[name]
+                continue
             record.after_task(model, data, task, device)
 
     results = run(config, log=lambda line: print(line, flush=True), on_task_end=after)
@@ -75,7 +81,12 @@ def timing(scenario: str, method: str, predictors: list[str], epochs: int) -> di
 
     def after(model, task):
         box["model"] = model
-        for predictor in records.values():
+        for name, predictor in list(records.items()):
+            try:
+                predictor.check_model(model)
+            except MaskclError:
+                del records[name]
+                continue
             predictor.fit_task(model, task, data[task].train)
 
     run(config, log=lambda _: None, on_task_end=after)

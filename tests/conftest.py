@@ -86,3 +86,18 @@ def reference(tmp_path_factory, data):
         maskcl_command("run", "--data", data, *SMALL_RUN, "--quiet", "--out", str(out)), check=True
     )
     return out
+
+
+def blobs(task: int, n: int, generator: torch.Generator, centre: float = 6.0, shared: bool = False):
+    """``(x, y)``: ``n`` 6-number inputs of ``task``, around its own centre (coordinate ``2 task`` at
+    ``centre``), the class in the sign of the next coordinate; or (``shared``) the same inputs for every
+    task, each task reading its class from its own coordinate, so that nothing tells the tasks apart."""
+    if shared:
+        x = torch.randn(n, 6, generator=generator) * 2
+        return x, (x[:, task] > 0).long()
+    middle = torch.zeros(6)
+    middle[2 * task] = centre
+    y = torch.randint(0, 2, (n,), generator=generator)
+    x = middle + torch.randn(n, 6, generator=generator) * 0.5
+    x[:, 2 * task + 1] += torch.where(y == 1, 2.0, -2.0)
+    return x, y

@@ -150,6 +150,13 @@ class _StopAfter(RunFolder):
         {"method": "adahat", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
         {"method": "hat", "task_inference": "gaussian"},
         {"method": "packnet", "task_inference": "energy"},
+        {
+            "method": "supsup",
+            "optimizer": "adamw",
+            "weight_decay": 0.1,
+            "lr": 1e-3,
+            "task_inference": "one-shot",
+        },
     ],
 )
 def test_stopping_anywhere_and_resuming_is_bit_exact_for_every_method(tmp_path, data, options):

@@ -8,7 +8,7 @@ Each method is one module or package with its own config dataclass (:mod:`maskcl
 to write one).
 """
 
-from maskcl.methods import adahat, baselines, hat, hypermask, packnet, wsn  # noqa: F401  (registers the built-in methods)
+from maskcl.methods import adahat, baselines, hat, hypermask, packnet, supsup, wsn  # noqa: F401  (registers the built-in methods)
 from maskcl.methods.base import (
     ENTRY_POINT_GROUP,
     Method,

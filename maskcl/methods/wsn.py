@@ -35,7 +35,17 @@ from maskcl.core.protection import owned_entries
 from maskcl.errors import MaskclError
 from maskcl.methods.base import Method, MethodConfig, register_method
 
-__all__ = ["WSN", "WSNConfig", "WSNNet", "pack_bits", "selected_count", "top_mask", "unpack_bits"]
+__all__ = [
+    "WSN",
+    "WSNConfig",
+    "WSNNet",
+    "check_density",
+    "check_score_gain",
+    "pack_bits",
+    "selected_count",
+    "top_mask",
+    "unpack_bits",
+]
 
 _BIT_VALUES = [1 << i for i in range(8)]
 
@@ -112,8 +122,8 @@ class WSNNet(MaskedNet):
 
     def __init__(self, target: nn.Module, *, density: float = 0.5, score_gain: float = 100.0) -> None:
         super().__init__(target, heads=False, min_dim=2)
-        _check_density(density)
-        _check_score_gain(score_gain)
+        check_density(density)
+        check_score_gain(score_gain)
         self.density, self.score_gain = density, score_gain
         for name, p in self.masked:
             if selected_count(p.numel(), density) == 0:
@@ -184,13 +194,13 @@ class WSNNet(MaskedNet):
             self.task_masks.register_buffer(str(task), buffer)
 
 
-def _check_density(density: float) -> None:
+def check_density(density: float) -> None:
     """A one-line error unless ``0 < density < 1``."""
     if not 0 < density < 1:
         raise MaskclError(f"density must be in (0, 1), got {density}")
 
 
-def _check_score_gain(gain: float) -> None:
+def check_score_gain(gain: float) -> None:
     """A one-line error unless the gain is finite and > 0."""
     if not (math.isfinite(gain) and gain > 0):
         raise MaskclError(f"score_gain must be finite and > 0, got {gain}")
@@ -221,8 +231,8 @@ class WSNConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        _check_density(self.density)
-        _check_score_gain(self.score_gain)
+        check_density(self.density)
+        check_score_gain(self.score_gain)
 
 
 @register_method("wsn")

@@ -111,7 +111,7 @@ def test_a_config_file_with_another_methods_option_is_refused(tmp_path, data, ca
     config.write_text(json.dumps({"method": "packnet", "data": data, "density": 0.3}))
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "'density' is an option of wsn, not of method packnet" in err
+    assert "'density' is an option of supsup, wsn, not of method packnet" in err
     assert not (tmp_path / "o").exists()
 
 
