@@ -287,3 +287,13 @@ def test_an_unknown_task_predictor_is_one_line_and_writes_nothing(tmp_path, caps
     assert code == 2 and err.count("\n") == 1, err
     assert "unknown task predictor 'oracle'; known: energy, entropy, gaussian, max-logit" in err
     assert not out.exists()
+
+
+def test_a_task_predictor_that_cannot_serve_the_method_says_why_and_writes_nothing(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz")
+    out = tmp_path / "ti"
+    args = ["--data", str(data), "--method", "hat", "--task-inference", "one-shot", *FAST, "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the one-shot predictor needs superposed supermasks (method supsup)" in err
+    assert not out.exists()
