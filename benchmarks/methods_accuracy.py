@@ -17,6 +17,7 @@ markdown table of whatever has finished.
     python benchmarks/methods_accuracy.py converted  # PackNet and WSN on timm resnet18, Split, reduced
     python benchmarks/methods_accuracy.py adahat-alpha  # AdaHAT on Split, SGD, alpha 0.1, 1 and 10
     python benchmarks/methods_accuracy.py wsn-gain      # WSN on Split, SGD, score_gain 1, 10, 100, 1000
+    python benchmarks/methods_accuracy.py wsn-density   # WSN on Split, SGD, density 0.3 and 0.7
     python benchmarks/methods_accuracy.py adahat-permuted  # AdaHAT alpha 0.1 on Permuted; HAT and AdaHAT on
                                                         # MLP 100-100
     python benchmarks/methods_accuracy.py split --only packnet --epochs 2   # a subset, shorter
@@ -67,6 +68,10 @@ EXPERIMENTS = {
     "wsn-gain": [
         (f"wsn-sgd-gain{g:g}", {**SPLIT, "method": "wsn", "options": {"score_gain": g}})
         for g in (1.0, 10.0, 100.0, 1000.0)
+    ],
+    # WSN's density (default 0.5) on Split with SGD: a lower density leaves later tasks more free weights
+    "wsn-density": [
+        (f"wsn-sgd-density{d:g}", {**SPLIT, "method": "wsn", "options": {"density": d}}) for d in (0.3, 0.7)
     ],
     # AdaHAT's alpha on Permuted (the setting), and HAT against AdaHAT on a network too small for
     # 10 tasks (MLP 100-100, 2 epochs a task), where HAT's later tasks find few free units

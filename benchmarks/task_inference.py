@@ -3,6 +3,7 @@ cost per test image of every predictor, on the same trained run of each method.
 
     python benchmarks/task_inference.py split --methods hat,packnet,wsn,hypermask
     python benchmarks/task_inference.py permuted --methods hat
+    python benchmarks/task_inference.py split --methods hat --train-with ood-head   # a predictor that trains
 
 Each method trains once with ``maskcl run``'s defaults for the scenario (Split Fashion-MNIST: 5 tasks,
 the HAT paper's MLP, 5 epochs; Permuted: 10 tasks, MLP 1000-1000 without dropout); after each task every
@@ -10,6 +11,9 @@ predictor fits on that task's training data and classifies every learned task's 
 learned tasks (:class:`maskcl.evaluation.ClassIncremental`), so all predictors see the same network.
 The cost: seconds per test image of ``predict`` over the whole test set after the last task, and the
 statistics kept. Results go to ``/tmp/maskcl-inference/<scenario>-<method>.json`` as each run ends.
+``--train-with NAME``: the run trains with a predictor that changes training (``maskcl run
+--task-inference NAME``), and every predictor is measured on that network
+(``<scenario>-<method>-<NAME>.json``).
 """
 
 from __future__ import annotations
@@ -48,9 +52,15 @@ def options(name: str, pooled: bool) -> dict:
 
 
 def measure(
-    scenario: str, method: str, predictors: list[str], epochs: int, images: int, pooled: bool
+    scenario: str,
+    method: str,
+    predictors: list[str],
+    epochs: int,
+    images: int,
+    pooled: bool,
+    train_with: str | None = None,
 ) -> dict:
-    config = RunConfig(method=method, epochs=epochs, **SCENARIOS[scenario])
+    config = RunConfig(method=method, epochs=epochs, task_inference=train_with, **SCENARIOS[scenario])
     data = load_scenario(config)
     if images:  # the first IMAGES test images of each task (the run's own evaluation keeps them all)
         for task in data.tasks:
@@ -65,6 +75,8 @@ def measure(
         for name, record in list(records.items()):
             try:
                 record.predictor.check_model(model)
+                if record.predictor.trains and name != train_with:
+                    raise MaskclError(f"{name} needs a run trained with it (--train-with {name})")
             except MaskclError:  # e.g. one-shot needs supsup's superposed masks
                 del records[name]
                 continue
@@ -80,6 +92,7 @@ def measure(
     out = {
         "scenario": scenario,
         "method": method,
+        "trained_with": train_with,
         "acc": results["acc"],
         "bwt": results["bwt"],
         "predictors": rows,
@@ -99,6 +112,8 @@ def timing(scenario: str, method: str, predictors: list[str], epochs: int) -> di
         for name, predictor in list(records.items()):
             try:
                 predictor.check_model(model)
+                if predictor.trains:
+                    raise MaskclError(f"{name} needs a run trained with it")
             except MaskclError:
                 del records[name]
                 continue
@@ -127,6 +142,7 @@ def main() -> None:
         "--test-images", type=int, default=0, help="test images a task for the predictors (0: all)"
     )
     parser.add_argument("--pooled", action="store_true", help="gaussian with one input covariance a task")
+    parser.add_argument("--train-with", default=None, help="a predictor that changes training (ood-head)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("MASKCL_THREADS", "1")))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -138,10 +154,11 @@ def main() -> None:
             r = json.loads(path.read_text())
             if "predictors" not in r:
                 continue
+            method = r["method"] + (f" (trained with {r['trained_with']})" if r.get("trained_with") else "")
             for name, p in r["predictors"].items():
                 bwt = "-" if p["bwt"] is None else f"{p['bwt']:+.4f}"
                 print(
-                    f"| {r['scenario']} | {r['method']} | {r['acc']:.4f} | {r['bwt']} | {name} | "
+                    f"| {r['scenario']} | {method} | {r['acc']:.4f} | {r['bwt']} | {name} | "
                     f"{p['task_accuracy']:.4f} | {p['class_incremental_acc']:.4f} | {bwt} |"
                 )
         return
@@ -155,8 +172,11 @@ def main() -> None:
             }
             (OUT / f"{args.scenario}-{method}-timing.json").write_text(json.dumps(result, indent=1))
         else:
-            result = measure(args.scenario, method, predictors, args.epochs, args.test_images, args.pooled)
-            (OUT / f"{args.scenario}-{method}.json").write_text(json.dumps(result, indent=1))
+            result = measure(
+                args.scenario, method, predictors, args.epochs, args.test_images, args.pooled, args.train_with
+            )
+            suffix = f"-{args.train_with}" if args.train_with else ""
+            (OUT / f"{args.scenario}-{method}{suffix}.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result), flush=True)
 
 

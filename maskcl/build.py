@@ -12,6 +12,7 @@ from maskcl.data import BENCHMARKS, Scenario, npz_scenario
 from maskcl.errors import MaskclError
 from maskcl.methods import Method, method_class
 from maskcl.models import create_model
+from maskcl.predictors import create_predictor
 from maskcl.resources import check_fits
 
 __all__ = [
@@ -97,11 +98,16 @@ def _timm_model(name: str, scenario: Scenario, gates: bool) -> nn.Module:
 
 
 def build_method(config: RunConfig, scenario: Scenario, device: torch.device) -> Method:
-    """The method of ``config`` around a new network for ``scenario``; ``.model`` is what it trains."""
+    """The method of ``config`` around a new network for ``scenario``; ``.model`` is what it trains, with
+    what the run's task predictor trains besides (:meth:`~maskcl.predictors.TaskPredictor.prepare`)."""
     method_cls = method_class(config.method)
     model = build_model(config, scenario, gates=method_cls.gates).to(device)
     method = method_cls(model, **config.method_config().to_dict())
     method.check_epochs(config.epochs)
+    if config.task_inference is not None:
+        predictor = create_predictor(config.task_inference)
+        predictor.check_model(method.model)
+        predictor.prepare(method.model, scenario.input_shape)
     return method
 
 

@@ -339,11 +339,14 @@ def _progress_bar(enabled: bool, total: int, done: int, description: str):
 
 def _step(run_: _Run, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
     """One optimizer step on the global batch ``(x, y)`` (task ids ``ids`` or None); returns its loss,
-    detached: the batch's mean cross-entropy plus the method's regulariser. With several ranks each computes
-    its shard's summed cross-entropy over the global batch size, times the number of ranks, so that the
-    gradients ``DistributedDataParallel`` averages are the global batch's; the loss returned is then this
-    rank's share of it (the shares sum to the loss)."""
+    detached: the batch's mean cross-entropy plus the method's regulariser. A task predictor that trains
+    makes the batch first (:meth:`~maskcl.predictors.TaskPredictor.training_batch`). With several ranks
+    each computes its shard's summed cross-entropy over the global batch size, times the number of ranks,
+    so that the gradients ``DistributedDataParallel`` averages are the global batch's; the loss returned
+    is then this rank's share of it (the shares sum to the loss)."""
     world, model = run_.world, run_.model
+    if run_.inference is not None and run_.inference.predictor.trains:
+        x, y, ids = run_.inference.predictor.training_batch(model, x, y, ids)
     size = len(y)
     if world.size > 1:
         x, y, *rest = world.shard(x, y, *([] if ids is None else [ids]))

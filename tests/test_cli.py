@@ -10,6 +10,7 @@ import pytest
 
 import maskcl
 from maskcl.cli import main
+from maskcl.runs import load_run
 
 FAST = ["--epochs", "1", "--hidden", "32,32", "--quiet"]
 LEARN = [
@@ -256,7 +257,12 @@ def test_hypermask_from_the_command_line_learns_and_caches_its_masks(tmp_path, c
 
 @pytest.mark.parametrize(
     "method, flag, predictor",
-    [("hat", [], "gaussian"), ("hypermask", ["energy"], "energy"), ("wsn", ["entropy"], "entropy")],
+    [
+        ("hat", [], "gaussian"),
+        ("hypermask", ["energy"], "energy"),
+        ("wsn", ["entropy"], "entropy"),
+        ("adahat", ["ood-head"], "ood-head"),
+    ],
 )
 def test_task_inference_is_reported_when_asked(tmp_path, capsys, method, flag, predictor):
     data = write_npz(tmp_path / "mine.npz")
@@ -286,6 +292,26 @@ def test_an_unknown_task_predictor_is_one_line_and_writes_nothing(tmp_path, caps
     )
     assert code == 2 and err.count("\n") == 1, err
     assert "unknown task predictor 'oracle'; known: energy, entropy, gaussian, max-logit" in err
+    assert not out.exists()
+
+
+def test_a_predictor_that_trains_keeps_its_outputs_in_the_model_files(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz")
+    out = tmp_path / "ti"
+    args = ["--data", str(data), "--num-tasks", "2", "--task-inference", "ood-head", *FAST, "--out", str(out)]
+    assert run_cli([*args], capsys)[0] == 0
+    model = load_run(out)
+    assert model.heads.reject_weight.shape == (2, model.heads.weight.shape[1])
+    assert main(["eval", str(out)]) == 0
+
+
+def test_a_predictor_that_cannot_train_on_the_inputs_says_why_and_writes_nothing(tmp_path, capsys):
+    data = write_npz(tmp_path / "mine.npz", shape=(6, 5))
+    out = tmp_path / "ti"
+    args = ["--data", str(data), "--task-inference", "ood-head", *FAST, "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the ood-head predictor rotates its training inputs: it needs square images" in err
     assert not out.exists()
 
 

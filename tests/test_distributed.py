@@ -52,11 +52,21 @@ def environment() -> dict:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.parametrize("method", ["hat", "packnet", "wsn"])
-def test_two_ranks_give_one_process_results_with_earlier_tasks_exact_on_every_rank(tmp_path, data, method):
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("hat", {}),
+        ("packnet", {}),
+        ("wsn", {}),
+        ("hat", {"task_inference": "ood-head"}),
+    ],  # ood-head: its batches
+)
+def test_two_ranks_give_one_process_results_with_earlier_tasks_exact_on_every_rank(
+    tmp_path, data, method, extra
+):
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    settings = json.dumps({**RUN, "method": method, "data": data})
+    settings = json.dumps({**RUN, "method": method, "data": data, **extra})
     subprocess.run(torchrun(str(script), settings, str(tmp_path)), check=True, env=environment(), timeout=600)
     single = tmp_path / "single"
     single.mkdir()

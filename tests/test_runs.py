@@ -151,6 +151,13 @@ class _StopAfter(RunFolder):
         {"method": "hat", "task_inference": "gaussian"},
         {"method": "packnet", "task_inference": "energy"},
         {
+            "method": "wsn",
+            "optimizer": "adamw",
+            "weight_decay": 0.1,
+            "lr": 1e-3,
+            "task_inference": "ood-head",
+        },
+        {
             "method": "supsup",
             "optimizer": "adamw",
             "weight_decay": 0.1,

@@ -32,6 +32,10 @@ class TaskHeads(nn.Module):
     For a single task ``t`` the output is ``[B, k_t]`` (the task's own classes). With one task id per
     sample the output is ``[B, max_t k_t]``, each row holding its own task's logits and ``-inf`` padding
     where its task has fewer classes, so ``cross_entropy`` and ``argmax`` work unchanged.
+
+    After :meth:`add_reject` each task also has a "not this task" output (one row of ``reject_weight``,
+    ``reject_bias``, owned by its task), which the heads return in training mode only, as the last column
+    (label :meth:`reject_label`); in evaluation mode the output is the classes' alone, as before.
     """
 
     def __init__(self, in_features: int, classes_per_task: Sequence[int], context: TaskContext) -> None:
@@ -48,13 +52,41 @@ class TaskHeads(nn.Module):
         sizes = torch.tensor(self.classes_per_task, device="cpu")  # index arithmetic, on any default device
         owner = torch.repeat_interleave(torch.arange(context.num_tasks, device="cpu"), sizes)
         self.register_buffer("owner", owner, persistent=False)
+        self.register_parameter("reject_weight", None)  # add_reject
+        self.register_parameter("reject_bias", None)
+
+    def add_reject(self) -> None:
+        """Give every task a "not this task" output (initialised as ``nn.Linear`` initialises), before the
+        optimizer is built; a second call changes nothing."""
+        if self.reject_weight is not None:
+            return
+        linear = nn.Linear(self.weight.shape[1], self.context.num_tasks, device=self.weight.device)
+        self.reject_weight = nn.Parameter(linear.weight.detach().to(self.weight.dtype))
+        self.reject_bias = nn.Parameter(linear.bias.detach().to(self.bias.dtype))
+
+    def reject(self, h: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
+        """``[B]``: the "not this task" logit of ``task`` (one id, or one per sample) for features ``h``."""
+        if self.reject_weight is None:
+            raise MaskclError("these heads have no 'not this task' output (add_reject was not called)")
+        if isinstance(task, int):
+            return F.linear(h, self.reject_weight[task : task + 1], self.reject_bias[task : task + 1])[:, 0]
+        return (h * self.reject_weight[task]).sum(1) + self.reject_bias[task]
+
+    def reject_label(self, task: int | torch.Tensor) -> int:
+        """The column of the "not this task" output in training mode: after the task's classes (after the
+        widest task's, with one task id per sample)."""
+        return self.classes_per_task[task] if isinstance(task, int) else max(self.classes_per_task)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         task = self.context.task
         if isinstance(task, int):
             rows = slice(self.offsets[task], self.offsets[task + 1])
-            return F.linear(h, self.weight[rows], self.bias[rows])
-        return self._per_sample(h, task)
+            out = F.linear(h, self.weight[rows], self.bias[rows])
+        else:
+            out = self._per_sample(h, task)
+        if self.training and self.reject_weight is not None:
+            out = torch.cat([out, self.reject(h, task).unsqueeze(1)], 1)
+        return out
 
     def _per_sample(self, h: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         logits = F.linear(h, self.weight, self.bias)  # [B, total]
@@ -77,7 +109,11 @@ class TaskHeads(nn.Module):
 
     def owned_entries(self, tasks: list[int]) -> dict[str, torch.Tensor]:
         rows = _task_rows(self.owner, tasks)
-        return {"weight": rows.unsqueeze(1).expand_as(self.weight), "bias": rows}
+        owned = {"weight": rows.unsqueeze(1).expand_as(self.weight), "bias": rows}
+        if self.reject_weight is not None:
+            mask = task_rows(self.context.num_tasks, tasks, self.reject_bias.device)
+            owned |= {"reject_weight": mask.expand_as(self.reject_weight), "reject_bias": mask[:, 0]}
+        return owned
 
     def extra_repr(self) -> str:
         return f"in_features={self.weight.shape[1]}, classes_per_task={self.classes_per_task}"

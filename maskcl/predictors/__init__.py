@@ -8,7 +8,7 @@ Each predictor is one module registered with :func:`register_predictor` (:mod:`m
 says how to write one); ``maskcl run --task-inference [NAME]`` uses one, :data:`RECOMMENDED` by default.
 """
 
-from maskcl.predictors import gaussian, oneshot, scores  # noqa: F401  (registers the built-in predictors)
+from maskcl.predictors import gaussian, oneshot, oodhead, scores  # noqa: F401  (registers the built-in predictors)
 from maskcl.predictors.base import (
     RECOMMENDED,
     TaskOutputs,

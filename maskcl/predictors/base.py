@@ -15,6 +15,13 @@ stored), and predicts ``(task, class)``: the best-scoring task, and the class it
 A predictor is a :class:`TaskPredictor` subclass registered with :func:`register_predictor`; its
 options are its constructor's keyword arguments (checked there, one-line errors), and its fitted state
 is :meth:`TaskPredictor.state_dict` (tensors, for checkpoints).
+
+A predictor may also change training (``trains``): :meth:`TaskPredictor.prepare` adds what it trains to
+the model before the optimizer is built, and every training step uses the batch
+:meth:`TaskPredictor.training_batch` makes of the data's batch::
+
+    predictor.prepare(model, input_shape)               # before the optimizer
+    x, y, ids = predictor.training_batch(model, x, y)   # in each step, before the forward pass
 """
 
 from __future__ import annotations
@@ -81,10 +88,18 @@ def create_predictor(name: str, **options: Any) -> TaskPredictor:
 
 class TaskOutputs:
     """What every learned task's network gives for a batch: ``logits[i]`` ``[N, k_t]`` and, when asked,
-    ``features[i]`` ``[N, D]`` (the per-task heads' input) of task ``tasks[i]``."""
+    ``features[i]`` ``[N, D]`` (the per-task heads' input) of task ``tasks[i]``, and ``rejects[i]``
+    ``[N]``, its "not this task" logit, where the heads have one (:meth:`TaskHeads.add_reject`)."""
 
-    def __init__(self, tasks: list[int], logits: list[torch.Tensor], features: list[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        tasks: list[int],
+        logits: list[torch.Tensor],
+        features: list[torch.Tensor],
+        rejects: list[torch.Tensor] | None = None,
+    ) -> None:
         self.tasks, self.logits, self.features = tasks, logits, features
+        self.rejects = rejects or []
 
 
 @torch.no_grad()
@@ -101,19 +116,21 @@ def task_outputs(
     hook = heads[0].register_forward_pre_hook(lambda _m, args: captured.append(args[0])) if features else None
     previous, training = state.context.task, model.training
     model.eval()
-    logits, feats = [], []
+    logits, feats, rejects = [], [], []
     try:
         for task in tasks:
             captured.clear()
             logits.append(set_task(model, task)(x))
             if features:
                 feats.append(captured[-1].flatten(1))
+                if heads[0].reject_weight is not None:
+                    rejects.append(heads[0].reject(captured[-1], task))
     finally:
         if hook is not None:
             hook.remove()
         state.context.select(previous)
         model.train(training)
-    return TaskOutputs(list(tasks), logits, feats)
+    return TaskOutputs(list(tasks), logits, feats, rejects)
 
 
 class TaskPredictor:
@@ -127,10 +144,22 @@ class TaskPredictor:
     name: ClassVar[str] = ""
     features: ClassVar[bool] = False
     fitted: ClassVar[bool] = False
+    trains: ClassVar[bool] = False
 
     def check_model(self, model: nn.Module) -> None:
         """A one-line error when this predictor cannot serve ``model`` (it must be task-aware)."""
         task_state(model)
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> None:
+        """Add to ``model`` what this predictor trains with it (inputs of ``input_shape``), before the
+        optimizer is built; a one-line error for inputs it cannot train on. Nothing by default."""
+
+    def training_batch(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The batch a training step of the selected task (or of the tasks ``ids``, one per sample) uses
+        instead of ``(x, y, ids)``: unchanged by default."""
+        return x, y, ids
 
     @torch.no_grad()
     def fit_task(self, model: nn.Module, task: int, data, batch_size: int = 1000) -> None:
