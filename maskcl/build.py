@@ -3,6 +3,8 @@ network, the method around it and the optimizer; and the memory checks made befo
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -131,8 +133,9 @@ def check_memory(config: RunConfig, scenario: Scenario, device: torch.device) ->
     The network is built on the meta device (sizes, no memory) and what training needs at least is
     ``P (2 + k) + B + M``: the parameters' bytes ``P`` for the weights, their gradients and the optimizer's
     ``k`` tensors each, the buffers ``B``, and what the method keeps besides (``M``,
-    :meth:`~maskcl.methods.Method.extra_memory`). Activations come on top. A network that cannot be built
-    on the meta device is not checked.
+    :meth:`~maskcl.methods.Method.extra_memory`), then with the run's task predictor's statistics
+    (:meth:`~maskcl.predictors.TaskPredictor.memory_needed`). Activations come on top. A network that
+    cannot be built on the meta device is not checked.
     """
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
@@ -148,6 +151,15 @@ def check_memory(config: RunConfig, scenario: Scenario, device: torch.device) ->
     need = params * (2 + slots) + buffers + method.extra_memory()
     count = sum(p.numel() for p in model.parameters())
     check_fits(need, f"the {config.method} {config.arch} network ({count:,} parameters)", device)
+    if config.task_inference is not None:
+        classes = scenario.classes_per_task
+        predictor = create_predictor(config.task_inference)
+        check_fits(
+            need + predictor.memory_needed(model, scenario.input_shape, classes),
+            f"--task-inference {config.task_inference}: its statistics of {len(classes)} tasks of "
+            f"{math.prod(scenario.input_shape):,} input numbers, with the network",
+            device,
+        )
 
 
 def check_tasks_fit(num_tasks: int) -> None:

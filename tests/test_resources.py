@@ -59,17 +59,23 @@ def _peak_memory_of(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
 
 
 @pytest.mark.parametrize(
-    ("args", "fragments"),
+    ("args", "fragments", "shape"),
     [
-        (["--hidden", "100000000"], ["hat mlp network", "parameters"]),
-        (["--method", "hypermask", "--embedding-dim", "1000000000"], ["hypermask mlp network"]),
-        (["--scenario", "permuted", "--num-tasks", "100000"], ["--num-tasks 100000", "accuracy matrix"]),
-        (["--method", "hypermask", "--hyper-hidden", "1000000,1000000"], ["hypermask mlp network"]),
+        (["--hidden", "100000000"], ["hat mlp network", "parameters"], (6, 6)),
+        (["--method", "hypermask", "--embedding-dim", "1000000000"], ["hypermask mlp network"], (6, 6)),
+        (
+            ["--scenario", "permuted", "--num-tasks", "100000"],
+            ["--num-tasks 100000", "accuracy matrix"],
+            (6, 6),
+        ),
+        (["--method", "hypermask", "--hyper-hidden", "1000000,1000000"], ["hypermask mlp network"], (6, 6)),
+        # a covariance of 90,000 pixels per class: 32 GB each
+        (["--task-inference", "--hidden", "8"], ["--task-inference gaussian: its statistics"], (300, 300)),
     ],
 )
-def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(tmp_path, args, fragments):
+def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(tmp_path, args, fragments, shape):
     """Before, these ended in an allocator traceback (after 86 s for the embedding) or a 1x1 run."""
-    data = write_npz(tmp_path / "d.npz")
+    data = write_npz(tmp_path / "d.npz", shape=shape)
     out = tmp_path / "out"
     done, peak = _peak_memory_of(["run", "--data", str(data), *args, "--out", str(out)])
     assert done.returncode == 2, done.stderr

@@ -41,9 +41,11 @@ __all__ = [
     "TaskOutputs",
     "TaskPredictor",
     "create_predictor",
+    "features_width",
     "list_predictors",
     "predictor_class",
     "register_predictor",
+    "task_heads",
     "task_outputs",
 ]
 
@@ -102,6 +104,19 @@ class TaskOutputs:
         self.rejects = rejects or []
 
 
+def task_heads(model: nn.Module) -> TaskHeads:
+    """The model's one :class:`~maskcl.core.layers.TaskHeads`, whose input the features are."""
+    heads = [m for m in model.modules() if isinstance(m, TaskHeads)]
+    if len(heads) != 1:
+        raise MaskclError(f"this model has {len(heads)} per-task head modules: features need exactly one")
+    return heads[0]
+
+
+def features_width(model: nn.Module) -> int:
+    """``D``: the width of the features :func:`task_outputs` captures (the per-task heads' input)."""
+    return task_heads(model).weight.shape[1]
+
+
 @torch.no_grad()
 def task_outputs(
     model: nn.Module, x: torch.Tensor, tasks: Sequence[int], features: bool = False
@@ -109,11 +124,9 @@ def task_outputs(
     """Run ``x`` through each task of ``tasks`` in evaluation mode (the model's mode and selected task
     are restored); with ``features``, also the input of its :class:`~maskcl.core.layers.TaskHeads`."""
     state = task_state(model)
-    heads = [m for m in model.modules() if isinstance(m, TaskHeads)]
-    if features and len(heads) != 1:
-        raise MaskclError(f"this model has {len(heads)} per-task head modules: features need exactly one")
+    heads = task_heads(model) if features else None
     captured: list[torch.Tensor] = []
-    hook = heads[0].register_forward_pre_hook(lambda _m, args: captured.append(args[0])) if features else None
+    hook = heads.register_forward_pre_hook(lambda _m, args: captured.append(args[0])) if features else None
     previous, training = state.context.task, model.training
     model.eval()
     logits, feats, rejects = [], [], []
@@ -123,8 +136,8 @@ def task_outputs(
             logits.append(set_task(model, task)(x))
             if features:
                 feats.append(captured[-1].flatten(1))
-                if heads[0].reject_weight is not None:
-                    rejects.append(heads[0].reject(captured[-1], task))
+                if heads.reject_weight is not None:
+                    rejects.append(heads.reject(captured[-1], task))
     finally:
         if hook is not None:
             hook.remove()
@@ -200,6 +213,14 @@ class TaskPredictor:
         """Continue with :meth:`state_dict`'s statistics."""
         if state:
             raise MaskclError(f"the {self.name} predictor keeps no state, but {sorted(state)[:3]} was given")
+
+    def memory_needed(
+        self, model: nn.Module, input_shape: Sequence[int], classes_per_task: Sequence[int]
+    ) -> int:
+        """Bytes this predictor needs at least over a run of ``classes_per_task`` (the statistics of every
+        task, and the most fitting one task takes besides) for ``model`` (sizes only: it may be on the meta
+        device) and inputs of ``input_shape``; checked before a run starts. Nothing by default."""
+        return 0
 
     def memory_bytes(self) -> int:
         """Bytes of the statistics kept (all fitted tasks)."""

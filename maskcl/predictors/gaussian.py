@@ -23,11 +23,14 @@ per task and space: a ``D x D`` whitening matrix per covariance and the ``k_t`` 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from maskcl.errors import MaskclError
-from maskcl.predictors.base import TaskOutputs, register_predictor, task_outputs
+from maskcl.predictors.base import TaskOutputs, features_width, register_predictor, task_outputs
 from maskcl.predictors.scores import TaskStatistics
 
 __all__ = ["Gaussian"]
@@ -113,6 +116,23 @@ class Gaussian(TaskStatistics):
         for layer, d in distances.items():
             d = torch.cat(d).double()
             stats[f"{layer}.moments"] = torch.stack([d.new_tensor(len(d)), d.sum(), (d * d).sum()]).float()
+
+    def memory_needed(
+        self, model: nn.Module, input_shape: Sequence[int], classes_per_task: Sequence[int]
+    ) -> int:
+        """Per task and space of ``D`` numbers: ``D x D`` float whitening matrices (one per class where
+        ``per_class``, else one) and the class means; while a task is fitted, its ``k_t`` double ``D x D``
+        scatter sums and a double covariance, Cholesky factor and inverse at a time."""
+        sizes = {"input": math.prod(input_shape), "features": features_width(model)}
+        kept, fitting = 0, 0
+        for k in classes_per_task:
+            task_fitting = 0
+            for layer in self.layers:
+                d = sizes[layer]
+                kept += 4 * ((k if layer in self.per_class else 1) * d * d + k * d)
+                task_fitting += 8 * (k + 3) * d * d
+            fitting = max(fitting, task_fitting)
+        return kept + fitting
 
     def _distance(self, task: int, layer: str, v: torch.Tensor) -> torch.Tensor:
         """``d_t(x)``: the squared Mahalanobis distance to the nearest of the task's classes."""

@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from maskcl.core.context import task_state
-from maskcl.core.layers import TaskHeads
 from maskcl.errors import MaskclError
-from maskcl.predictors.base import TaskOutputs, register_predictor, task_outputs
+from maskcl.predictors.base import TaskOutputs, register_predictor, task_heads, task_outputs
 from maskcl.predictors.scores import TaskStatistics
 
 __all__ = ["OODHead", "rotated"]
@@ -43,15 +42,6 @@ def rotated(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _heads(model: nn.Module) -> TaskHeads:
-    heads = [m for m in model.modules() if isinstance(m, TaskHeads)]
-    if len(heads) != 1:
-        raise MaskclError(
-            f"the ood-head predictor needs one per-task head module, this model has {len(heads)}"
-        )
-    return heads[0]
-
-
 @register_predictor("ood-head")
 class OODHead(TaskStatistics):
     """The task whose "not this task" output, trained on rotated copies of its inputs, is the least sure
@@ -63,7 +53,7 @@ class OODHead(TaskStatistics):
 
     def check_model(self, model: nn.Module) -> None:
         super().check_model(model)
-        _heads(model)
+        task_heads(model)
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> None:
         shape = tuple(input_shape)
@@ -72,12 +62,12 @@ class OODHead(TaskStatistics):
                 f"the ood-head predictor rotates its training inputs: it needs square images, got inputs of "
                 f"shape {shape}"
             )
-        _heads(model).add_reject()
+        task_heads(model).add_reject()
 
     def training_batch(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        heads = _heads(model)
+        heads = task_heads(model)
         if heads.reject_weight is None:
             raise MaskclError("the ood-head predictor trains a model it prepared: call prepare(model, shape)")
         task = task_state(model).context.task if ids is None else ids
@@ -93,7 +83,7 @@ class OODHead(TaskStatistics):
 
     @torch.no_grad()
     def fit_task(self, model: nn.Module, task: int, data, batch_size: int = 1000) -> None:
-        if _heads(model).reject_weight is None:
+        if task_heads(model).reject_weight is None:
             raise MaskclError("the ood-head predictor fits a model it prepared and trained (prepare)")
         device = next(model.parameters()).device
         batches = data.batches(batch_size, device=device)

@@ -102,3 +102,21 @@ def test_too_few_samples_to_fit_is_one_line():
         create_predictor("gaussian").fit_task(
             Identity(), 0, TaskData(torch.randn(2, 3), torch.tensor([0, 1]))
         )
+
+
+@pytest.mark.parametrize("per_class", [("input",), ()])
+def test_the_memory_checked_before_a_run_covers_the_statistics_kept(per_class):
+    generator = torch.Generator().manual_seed(0)
+    model = Identity()
+    predictor = create_predictor("gaussian", per_class=per_class)
+    needed = predictor.memory_needed(model, (3,), [2, 2])
+    for task in range(2):
+        y = torch.randint(0, 2, (100,), generator=generator)
+        predictor.fit_task(
+            model, task, TaskData(torch.randn(100, 3, generator=generator) + y.unsqueeze(1), y)
+        )
+    kept = predictor.memory_bytes()
+    # besides the statistics kept, one task's fitting: 2 classes' and 3 more double 3 x 3 matrices a space
+    assert kept <= needed <= kept + 2 * 8 * (2 + 3) * 3 * 3
+    if not per_class:  # one input covariance a task instead of one a class: less is needed
+        assert needed < create_predictor("gaussian").memory_needed(model, (3,), [2, 2])
