@@ -47,6 +47,7 @@ from maskcl.report import write_report
 from maskcl.runs import (
     DEFAULT_CHECKPOINT_INTERVAL,
     METRICS,
+    OPTIONAL_METRICS,
     SWEEP,
     RunFolder,
     SweepFolder,
@@ -310,6 +311,8 @@ class _Stopper:
 def _print_results(results: dict) -> None:
     print(AccuracyMatrix.from_matrix(results["acc_matrix"]).to_table())
     summary = f"ACC {results['acc']:.4f}  BWT {results['bwt']:+.4f}  forgetting {results['forgetting']:.4f}"
+    if "fwt" in results:
+        summary += f"  FWT {results['fwt']:+.4f}"
     if "forgetting_ratio" in results:
         summary += f"  forgetting ratio {results['forgetting_ratio']:+.4f}"
     print(summary)
@@ -388,10 +391,14 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         summary = run_seeds(config, options["seeds"], SweepFolder(out, mode), interval, run_one)
         if launched_rank() != 0:
             return
-        print(
-            "over seeds "
-            + ", ".join(f"{k} {summary[k]['mean']:.4f} +- {summary[k]['std']:.4f}" for k in METRICS)
-        )
+        stats = [(k, summary[k]) for k in [*METRICS, *OPTIONAL_METRICS] if k in summary]
+        inference = summary.get("task_inference", {})
+        stats += [
+            (f"task unknown {k}", inference[k])
+            for k in ("task_accuracy", "class_incremental_acc")
+            if k in inference
+        ]
+        print("over seeds " + ", ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in stats))
     except Interrupted as stop:
         message = f"stopped; checkpoint saved: continue with maskcl run --resume {out}"
         raise Interrupted(f"{message} (or the same command with --auto-resume)", stop.signum) from None

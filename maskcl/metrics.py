@@ -19,6 +19,18 @@ import torch
 
 from maskcl.errors import MaskclError
 
+__all__ = [
+    "AccuracyMatrix",
+    "average_accuracy",
+    "average_incremental_accuracy",
+    "backward_transfer",
+    "forgetting",
+    "forgetting_ratio",
+    "forward_transfer",
+    "random_stratified_accuracy",
+    "validate_accuracy_matrix",
+]
+
 MatrixLike = Sequence[Sequence[float]] | np.ndarray | torch.Tensor
 VectorLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -107,6 +119,44 @@ def forgetting(R: MatrixLike) -> float:
     learned = np.tril(np.ones((len(A) - 1, len(A) - 1), dtype=bool))
     best = np.where(learned, A[:-1, :-1], -np.inf).max(axis=0)
     return float(np.mean(best - A[-1, :-1]))
+
+
+def forward_transfer(R: MatrixLike, initial: VectorLike) -> float:
+    """Forward transfer (Lopez-Paz & Ranzato, NeurIPS 2017, "GEM"): how much learning the earlier tasks
+    helps a task before it is trained.
+
+    ``FWT = 1/(T-1) * sum_{i=1}^{T-1} (R[i-1][i] - b_i)``, with ``b_i`` the accuracy on task ``i`` of the
+    network at its initialisation (``initial``, ``T`` values), and 0.0 when ``T = 1``. It reads the entries
+    just above the diagonal, which must be measured.
+
+    >>> forward_transfer([[0.75, 0.5], [0.5, 1.0]], [0.5, 0.25])
+    0.25
+    """
+    A = validate_accuracy_matrix(R)
+    b = _as_float_array(initial, "initial accuracies")
+    if b.shape != (len(A),):
+        raise MaskclError(f"initial accuracies must be {len(A)} values, got shape {b.shape}")
+    _check_fractions(b, "initial accuracies")
+    if len(A) == 1:
+        return 0.0
+    before = np.diag(A, k=1)
+    if np.isnan(before).any():
+        j = int(np.flatnonzero(np.isnan(before))[0]) + 1
+        raise MaskclError(f"accuracy matrix has no value for task {j} after training task {j - 1}")
+    return float(np.mean(before - b[1:]))
+
+
+def average_incremental_accuracy(R: MatrixLike) -> float:
+    """Average incremental accuracy (Rebuffi et al., CVPR 2017, "iCaRL"): the average accuracy after each
+    task, averaged over the tasks.
+
+    ``A = (1/T) * sum_i ACC_i``, ``ACC_i = 1/(i+1) * sum_{j<=i} R[i][j]``.
+
+    >>> average_incremental_accuracy([[1.0, float("nan")], [0.5, 1.0]])
+    0.875
+    """
+    A = validate_accuracy_matrix(R)
+    return float(np.mean([A[i, : i + 1].mean() for i in range(len(A))]))
 
 
 def random_stratified_accuracy(labels: VectorLike) -> float:
@@ -229,7 +279,7 @@ class AccuracyMatrix:
         """Metrics after the latest task ``i`` with a recorded row, from the top-left ``(i+1) x (i+1)`` block.
 
         Keys: ``after_task`` (``i``), ``acc_matrix`` (the block as lists, None where not recorded), ``acc``,
-        ``bwt`` and ``forgetting``.
+        ``bwt``, ``forgetting`` and ``avg_incremental_acc``.
         """
         rows = np.flatnonzero(~np.isnan(self._values).all(axis=1))
         if rows.size == 0:
@@ -242,6 +292,7 @@ class AccuracyMatrix:
             "acc": average_accuracy(block),
             "bwt": backward_transfer(block),
             "forgetting": forgetting(block),
+            "avg_incremental_acc": average_incremental_accuracy(block),
         }
 
     def to_table(self) -> str:

@@ -43,7 +43,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +88,10 @@ SWEEP = "sweep.json"
 """A multi-seed folder's record of its seeds and base config."""
 SUMMARY = "summary.json"
 METRICS = ("acc", "bwt", "forgetting")
+OPTIONAL_METRICS = ("fwt", "avg_incremental_acc")
+"""In the results of runs since format 4 (FWT: when every task has test data)."""
+INFERENCE_METRICS = ("task_accuracy", "class_incremental_acc", "acc", "bwt", "forgetting")
+"""The task-inference figures a multi-seed summary averages."""
 DEFAULT_CHECKPOINT_INTERVAL = 300.0
 """Seconds between two checkpoints inside a task (one is always written at each task's end)."""
 METRIC_COLUMNS = ("task", "epoch", "name", "value")
@@ -567,13 +571,26 @@ class SweepFolder:
 
 
 def summarize(results: list[dict]) -> dict:
-    """Mean and standard deviation (sample, n - 1; 0 for one run) of ACC, BWT and forgetting over runs.
+    """Mean and standard deviation (sample, n - 1; 0 for one run) over runs of ACC, BWT and forgetting,
+    and of FWT, the average incremental accuracy and the task-inference figures (under
+    ``task_inference``) where every run has them.
 
     ``mean = (1/n) sum_i x_i``, ``std = sqrt(sum_i (x_i - mean)^2 / (n - 1))``.
     """
+    summary = _statistics(results, [*METRICS, *OPTIONAL_METRICS])
+    inference = [r.get("task_inference") or {} for r in results]
+    if all(inference):
+        summary["task_inference"] = _statistics(inference, INFERENCE_METRICS)
+    return summary
+
+
+def _statistics(results: list[dict], keys: Sequence[str]) -> dict[str, dict]:
+    """``{key: {mean, std, values}}`` for each of ``keys`` that every one of ``results`` has a number for."""
     summary: dict[str, Any] = {}
-    for key in METRICS:
-        values = [r[key] for r in results]
+    for key in keys:
+        values = [r.get(key) for r in results]
+        if not all(isinstance(v, (int, float)) for v in values):
+            continue
         mean = sum(values) / len(values)
         spread = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
         summary[key] = {"mean": mean, "std": math.sqrt(spread), "values": values}

@@ -38,6 +38,7 @@ from maskcl.evaluation import ClassIncremental, evaluate
 from maskcl.metrics import (
     AccuracyMatrix,
     forgetting_ratio,
+    forward_transfer,
     random_stratified_accuracy,
     validate_accuracy_matrix,
 )
@@ -113,6 +114,7 @@ class _Run:
         self.optimizer = build_optimizer(config, self.model)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.matrix = AccuracyMatrix(self.scenario.num_tasks)
+        self.initial: list[float] | None = None  # each task's test accuracy before any training
         self.inference: ClassIncremental | None = None
         if config.task_inference is not None:
             predictor = create_predictor(config.task_inference)
@@ -135,6 +137,7 @@ class _Run:
             "method": self.method.state_dict() if self.position.in_task else {},
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(), **_cuda_rng()},
             "matrix": self.matrix.to_list(),
+            "initial": self.initial,
             "inference": self.inference.state_dict() if self.inference is not None else {},
             "metric_lines": metric_lines,
             "seconds": self.seconds(),
@@ -161,6 +164,7 @@ class _Run:
         _check_optimizer_state(state["optimizer"], self.optimizer)
         self.optimizer.load_state_dict(state["optimizer"])
         self.matrix = AccuracyMatrix.from_matrix(state["matrix"])
+        self.initial = state.get("initial")  # checkpoints before format 4's FWT kept none
         if self.inference is not None and state.get("inference"):  # format 3 kept none
             self.inference.load_state_dict(state["inference"])
         self.seconds_before = state["seconds"]
@@ -207,6 +211,13 @@ class _Run:
                 f"its accuracy matrix is not {self.scenario.num_tasks} x {self.scenario.num_tasks}"
             )
         AccuracyMatrix.from_matrix(matrix)  # fractions or None
+        initial = state.get("initial")
+        if initial is not None and (
+            not isinstance(initial, list)
+            or len(initial) != self.scenario.num_tasks
+            or not all(a is None or (isinstance(a, float) and 0 <= a <= 1) for a in initial)
+        ):
+            raise MaskclError(f"its initial accuracies are not {self.scenario.num_tasks} fractions or null")
         seconds = state["seconds"]
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
             raise MaskclError(f"its training time {seconds!r} is not a number of seconds")
@@ -560,6 +571,9 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
         where = run_.position
         log(f"resumed at task {where.task}, epoch {where.epoch + 1}, step {where.step}")
     scenario, model, device = run_.scenario, run_.model, run_.device
+    if saved is None:  # the network as initialised: FWT's reference
+        initial = [evaluate(model, t.test, i, device, world=run_.world) for i, t in enumerate(scenario.tasks)]
+        run_.initial = [a if a == a else None for a in initial]  # None: an empty test split
     while run_.position.task < scenario.num_tasks:
         task = run_.position.task
         _train_task(run_, log, progress)
@@ -582,6 +596,8 @@ def _run(run_: _Run, saved: dict | None, log, on_task_end, progress: bool) -> di
                 run_.writer.save_task_model(task, model.state_dict())
             _save(run_)
     results = run_.matrix.compute()
+    if run_.initial is not None and None not in run_.initial:
+        results.update(initial_acc=run_.initial, fwt=forward_transfer(results["acc_matrix"], run_.initial))
     results.update(
         random_acc=[random_stratified_accuracy(t.test.y.numpy()) for t in scenario.tasks],
         scenario={"name": scenario.name, "classes": [t.classes for t in scenario.tasks]},

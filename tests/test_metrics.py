@@ -15,9 +15,11 @@ from maskcl.errors import MaskclError
 from maskcl.metrics import (
     AccuracyMatrix,
     average_accuracy,
+    average_incremental_accuracy,
     backward_transfer,
     forgetting,
     forgetting_ratio,
+    forward_transfer,
     random_stratified_accuracy,
     validate_accuracy_matrix,
 )
@@ -260,3 +262,20 @@ def test_docs_examples_run() -> None:
     docs = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
     result = doctest.testfile(str(docs), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_forward_transfer_by_hand():
+    # initial accuracies b = (0.5, 0.4, 0.3):
+    # FWT = ((R[0][1] - b_1) + (R[1][2] - b_2)) / 2 = ((0.99 - 0.4) + (0.20 - 0.3)) / 2 = 0.245
+    assert forward_transfer(R3, [0.5, 0.4, 0.3]) == pytest.approx(0.245)
+    assert forward_transfer([[0.8]], [0.5]) == 0.0
+    with pytest.raises(MaskclError, match="initial accuracies must be 3 values"):
+        forward_transfer(R3, [0.5, 0.4])
+    with pytest.raises(MaskclError, match="no value for task 2 after training task 1"):
+        forward_transfer([[0.9, 0.5, 0.1], [0.9, 0.9, float("nan")], [0.9, 0.9, 0.9]], [0.5, 0.5, 0.5])
+
+
+def test_average_incremental_accuracy_by_hand():
+    # ACC_0 = 0.90, ACC_1 = (0.92 + 0.95) / 2 = 0.935, ACC_2 = 0.85: (0.90 + 0.935 + 0.85) / 3 = 0.895
+    assert average_incremental_accuracy(R3) == pytest.approx(0.895)
+    assert AccuracyMatrix.from_matrix(R3).compute()["avg_incremental_acc"] == pytest.approx(0.895)

@@ -187,6 +187,29 @@ def test_stopping_anywhere_and_resuming_is_bit_exact_for_every_method(tmp_path, 
     }
 
 
+def test_results_keep_the_initial_accuracies_and_forward_transfer(tmp_path, data):
+    config = RunConfig(data=data, num_tasks=2, epochs=1, batch_size=32, hidden=(16,))
+    results = run(config, log=lambda _: None)
+    initial, matrix = results["initial_acc"], results["acc_matrix"]
+    assert len(initial) == 2 and all(0 <= a <= 1 for a in initial)
+    assert results["fwt"] == pytest.approx(matrix[0][1] - initial[1])
+    assert results["avg_incremental_acc"] == pytest.approx(
+        (matrix[0][0] + (matrix[1][0] + matrix[1][1]) / 2) / 2
+    )
+
+
+def test_a_seeds_summary_averages_the_task_inference_too(tmp_path, capsys, data):
+    out = tmp_path / "sweep"
+    args = ["run", "--data", data, *SMALL, "--quiet", "--task-inference", "energy", "--seeds", "0,1"]
+    assert main([*args, "--out", str(out)]) == 0
+    runs = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    summary = json.loads((out / "summary.json").read_text())["task_inference"]
+    for key in ("task_accuracy", "class_incremental_acc"):
+        values = [r["task_inference"][key] for r in runs]
+        assert summary[key]["values"] == values and summary[key]["mean"] == pytest.approx(sum(values) / 2)
+    assert "task unknown class_incremental_acc" in capsys.readouterr().out
+
+
 def test_resume_before_the_first_checkpoint_starts_over(tmp_path, data, reference):
     out = tmp_path / "run"
     assert main(["run", "--data", data, *SMALL, "--quiet", "--out", str(out)]) == 0
