@@ -4,6 +4,7 @@ cost per test image of every predictor, on the same trained run of each method.
     python benchmarks/task_inference.py split --methods hat,packnet,wsn,hypermask
     python benchmarks/task_inference.py permuted --methods hat
     python benchmarks/task_inference.py split --methods hat --train-with ood-head   # a predictor that trains
+    python benchmarks/task_inference.py split --methods supsup --predictors one-shot-batch --tag batch
 
 Each method trains once with ``maskcl run``'s defaults for the scenario (Split Fashion-MNIST: 5 tasks,
 the HAT paper's MLP, 5 epochs; Permuted: 10 tasks, MLP 1000-1000 without dropout); after each task every
@@ -45,10 +46,18 @@ SCENARIOS = {
 }
 
 
-def options(name: str, pooled: bool) -> dict:
-    """``--pooled``: the Gaussian keeps one input covariance a task (10-class tasks of 784 pixels: a tenth
-    of the memory and time)."""
-    return {"per_class": ()} if pooled and name == "gaussian" else {}
+VARIANTS = {"one-shot-batch": ("one-shot", {"per_batch": True}, 128)}
+"""Measured predictors that are a registered one with options: name, options, test batch (SupSup's
+one-shot deciding once for a batch of 128 images of one task, the paper's setting)."""
+
+
+def make_record(name: str, pooled: bool, num_tasks: int) -> ClassIncremental:
+    """The predictor ``name`` (or variant) in a fresh class-incremental record; ``--pooled``: the Gaussian
+    keeps one input covariance a task (10-class tasks of 784 pixels: a tenth of the memory and time)."""
+    registered, options, batch = VARIANTS.get(name, (name, {}, 1000))
+    if pooled and registered == "gaussian":
+        options = {"per_class": ()}
+    return ClassIncremental(create_predictor(registered, **options), num_tasks, batch)
 
 
 def measure(
@@ -65,17 +74,14 @@ def measure(
     if images:  # the first IMAGES test images of each task (the run's own evaluation keeps them all)
         for task in data.tasks:
             task.test = TaskData(task.test.x[:images], task.test.y[:images], task.test.permutation)
-    records = {
-        name: ClassIncremental(create_predictor(name, **options(name, pooled)), data.num_tasks)
-        for name in predictors
-    }
+    records = {name: make_record(name, pooled, data.num_tasks) for name in predictors}
     device = torch.device("cpu")
 
     def after(model, task):
         for name, record in list(records.items()):
             try:
                 record.predictor.check_model(model)
-                if record.predictor.trains and name != train_with:
+                if record.predictor.trains and record.predictor.name != train_with:
                     raise MaskclError(f"{name} needs a run trained with it (--train-with {name})")
             except MaskclError:  # e.g. one-shot needs supsup's superposed masks
                 del records[name]
@@ -143,6 +149,7 @@ def main() -> None:
     )
     parser.add_argument("--pooled", action="store_true", help="gaussian with one input covariance a task")
     parser.add_argument("--train-with", default=None, help="a predictor that changes training (ood-head)")
+    parser.add_argument("--tag", default="", help="appended to the results file's name")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("MASKCL_THREADS", "1")))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -175,7 +182,7 @@ def main() -> None:
             result = measure(
                 args.scenario, method, predictors, args.epochs, args.test_images, args.pooled, args.train_with
             )
-            suffix = f"-{args.train_with}" if args.train_with else ""
+            suffix = (f"-{args.train_with}" if args.train_with else "") + (f"-{args.tag}" if args.tag else "")
             (OUT / f"{args.scenario}-{method}{suffix}.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result), flush=True)
 

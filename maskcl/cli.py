@@ -7,6 +7,8 @@
   command line start, continue or report the run in ``--out DIR`` (for schedulers that requeue).
 - ``maskcl eval DIR``: re-evaluates a run's saved model after any of its tasks, on any learned task.
 - ``maskcl report DIR``: PNG plots and one self-contained HTML page of a finished run.
+- ``maskcl compare DIR...``: a table of the runs' methods by metrics, mean ± std over seeds (Markdown,
+  LaTeX or CSV), and with ``--plot FILE`` the average accuracy after each task (:mod:`maskcl.compare`).
 
 Exit status: 0 done; 2 bad input or a failed run, with one line on stderr, ``maskcl: error: ...``, and
 nothing written; 130 after SIGINT (Ctrl-C) and 143 after SIGTERM (what schedulers send first): a run
@@ -27,6 +29,8 @@ from datetime import datetime
 from pathlib import Path
 
 from maskcl.build import resolve_device
+from maskcl.checkpoint import write_atomic
+from maskcl.compare import FORMATS, compare_runs, format_table, plot_average_accuracy
 from maskcl.config import (
     RUN_FIELDS,
     RUN_TYPES,
@@ -177,6 +181,21 @@ def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
 
     r = commands.add_parser("report", help="plots and an HTML page of a finished run")
     r.add_argument("dir", metavar="DIR", help="a run folder or a multi-seed folder")
+
+    c = commands.add_parser(
+        "compare",
+        help="a table of methods by metrics (mean ± std over seeds) across finished runs",
+        description="Rows: the experiments (runs differing only in the seed are one row); columns: ACC, "
+        "BWT, forgetting, FWT, average incremental ACC, and task inference where measured.",
+    )
+    c.add_argument("dirs", metavar="DIR", nargs="+", help="run folders or multi-seed folders, one benchmark")
+    c.add_argument(
+        "--format", choices=FORMATS, default="markdown", help="the table's format (default markdown)"
+    )
+    c.add_argument("--out", metavar="FILE", help="write the table to FILE instead of printing it")
+    c.add_argument(
+        "--plot", metavar="FILE", help="also plot the average accuracy after each task (.png, .pdf or .svg)"
+    )
     return parser
 
 
@@ -420,6 +439,18 @@ def command_report(args: argparse.Namespace, _stopper: _Stopper) -> None:
     print(f"report: {write_report(args.dir)}")
 
 
+def command_compare(args: argparse.Namespace, _stopper: _Stopper) -> None:
+    rows = compare_runs(args.dirs)
+    table = format_table(rows, args.format)
+    if args.plot:
+        print(f"plot: {plot_average_accuracy(rows, args.plot)}")
+    if args.out:
+        write_atomic(Path(args.out), table.encode())
+        print(f"table: {args.out}")
+    else:
+        print(table, end="")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """maskcl's warnings as one line, ``maskcl: warning: ...``; others as Python shows them."""
     if issubclass(category, MaskclWarning):
@@ -442,7 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             args, extras = build_parser(method).parse_known_args(argv)
             if extras:
                 raise MaskclError(_unrecognised(extras, method))
-            {"run": command_run, "eval": command_eval, "report": command_report}[args.command](args, stopper)
+            commands = {
+                "run": command_run,
+                "eval": command_eval,
+                "report": command_report,
+                "compare": command_compare,
+            }
+            commands[args.command](args, stopper)
         except Interrupted as stop:
             if launched_rank() == 0:  # under torchrun rank 0 says it for all
                 print(f"maskcl: {stop}", file=sys.stderr)

@@ -49,7 +49,8 @@ def evaluate_task_inference(
 ) -> tuple[float, float]:
     """With the task id unknown, on ``data`` of ``task``: the fraction of inputs whose task ``predictor``
     finds among ``tasks``, and the fraction whose class it gets right as well (class-incremental
-    accuracy: a wrong task is a wrong class)."""
+    accuracy: a wrong task is a wrong class), predicting ``batch_size`` inputs at a time (all of one task:
+    a predictor that decides per batch, as SupSup's one-shot can, sees that many)."""
     if len(data) == 0:
         return float("nan"), float("nan")
     found = right = 0
@@ -67,8 +68,8 @@ class ClassIncremental:
     tasks learned so far), giving ``found[i][j]`` (task found) and ``acc[i][j]`` (class-incremental
     accuracy) after task ``i`` on task ``j <= i``."""
 
-    def __init__(self, predictor: TaskPredictor, num_tasks: int) -> None:
-        self.predictor = predictor
+    def __init__(self, predictor: TaskPredictor, num_tasks: int, batch_size: int = 1000) -> None:
+        self.predictor, self.batch_size = predictor, batch_size
         self.found, self.acc = AccuracyMatrix(num_tasks), AccuracyMatrix(num_tasks)
 
     def after_task(self, model: nn.Module, scenario: Scenario, task: int, device: torch.device) -> None:
@@ -76,7 +77,7 @@ class ClassIncremental:
         tasks = list(range(task + 1))
         for other in tasks:
             found, acc = evaluate_task_inference(
-                model, self.predictor, scenario[other].test, other, tasks, device
+                model, self.predictor, scenario[other].test, other, tasks, device, self.batch_size
             )
             if found == found:  # an empty test split records nothing
                 self.found.update(task, other, found)

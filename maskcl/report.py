@@ -26,6 +26,8 @@ from maskcl.core.capacity import CapacitySummary, LayerCapacity
 from maskcl.errors import MaskclError
 from maskcl.runs import read_json
 
+__all__ = ["RunResults", "read_runs", "write_report"]
+
 METRICS = ("acc", "bwt", "forgetting")
 METRIC_NAMES = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting"}
 INFERENCE_NAMES = {"task_accuracy": "task inferred", "class_incremental_acc": "class-incremental ACC"}
@@ -49,7 +51,7 @@ img { max-width: 100%; }
 
 
 @dataclass
-class _Run:
+class RunResults:
     """One run's ``results.json``, checked: ``matrix`` is ``R`` as floats with NaN where not recorded."""
 
     name: str
@@ -66,20 +68,9 @@ def write_report(run_dir: str | Path) -> Path:
     unknown) and, for runs that store it (HAT), ``capacity.png`` (units used per layer and task).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MaskclError(f"{run_dir}: no such run folder")
+    runs, summary = read_runs(run_dir)
     pyplot = plotting.pyplot()
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = _read_summary(summary_path)
-        runs = [_read_run(run_dir / name / "results.json", name) for name in summary["runs"]]
-        matrix = _mean_matrix(runs, summary_path)
-    elif (run_dir / "results.json").exists():
-        summary = None
-        runs = [_read_run(run_dir / "results.json", run_dir.name)]
-        matrix = runs[0].matrix
-    else:
-        raise MaskclError(f"{run_dir}: no results.json or summary.json; not a maskcl run folder")
+    matrix = _mean_matrix(runs, run_dir / "summary.json") if summary else runs[0].matrix
     matrix_title = f"accuracy matrix, mean over {len(runs)} seeds" if summary else "accuracy matrix"
     plots = {
         "accuracy_matrix": lambda path: _plot_accuracy_matrix(pyplot, matrix, matrix_title, path),
@@ -105,6 +96,21 @@ def write_report(run_dir: str | Path) -> Path:
     return page
 
 
+def read_runs(run_dir: str | Path) -> tuple[list[RunResults], dict[str, Any] | None]:
+    """The finished runs of a run folder (one) or of a multi-seed folder (one per seed, with its
+    ``summary.json``, else None), checked; a one-line error for a folder that is neither."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MaskclError(f"{run_dir}: no such run folder")
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = _read_summary(summary_path)
+        return [_read_run(run_dir / name / "results.json", name) for name in summary["runs"]], summary
+    if (run_dir / "results.json").exists():
+        return [_read_run(run_dir / "results.json", run_dir.name)], None
+    raise MaskclError(f"{run_dir}: no results.json or summary.json; not a finished maskcl run folder")
+
+
 def _read_summary(path: Path) -> dict[str, Any]:
     summary = read_json(path)
     runs = summary.get("runs")
@@ -117,7 +123,7 @@ def _read_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
-def _read_run(path: Path, name: str) -> _Run:
+def _read_run(path: Path, name: str) -> RunResults:
     results = read_json(path)
     if "acc_matrix" not in results:
         raise MaskclError(f"{path}: no acc_matrix")
@@ -138,14 +144,14 @@ def _read_run(path: Path, name: str) -> _Run:
     for key in INFERENCE_NAMES:
         if key in inference and not _is_number(inference[key]):
             raise MaskclError(f"{path}: task_inference {key!r} must be a number, got {inference[key]!r}")
-    return _Run(name, path, results, matrix)
+    return RunResults(name, path, results, matrix)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _mean_matrix(runs: list[_Run], summary_path: Path) -> np.ndarray:
+def _mean_matrix(runs: list[RunResults], summary_path: Path) -> np.ndarray:
     """The entrywise mean over the runs' accuracy matrices, ignoring entries a run did not record."""
     shapes = {run.matrix.shape for run in runs}
     if len(shapes) > 1:
@@ -160,7 +166,7 @@ def _entrywise_mean(matrices: list[np.ndarray]) -> np.ndarray:
     return np.where(recorded > 0, np.nansum(stacked, axis=0) / np.maximum(recorded, 1), np.nan)
 
 
-def _incremental_matrix(runs: list[_Run], shape: tuple[int, ...]) -> np.ndarray | None:
+def _incremental_matrix(runs: list[RunResults], shape: tuple[int, ...]) -> np.ndarray | None:
     """The mean class-incremental accuracy matrix (``task_inference.acc_matrix``) over the runs, when
     every run stores one."""
     matrices = []
@@ -179,7 +185,7 @@ def _incremental_matrix(runs: list[_Run], shape: tuple[int, ...]) -> np.ndarray 
     return _entrywise_mean(matrices)
 
 
-def _capacity_summary(run: _Run) -> CapacitySummary | None:
+def _capacity_summary(run: RunResults) -> CapacitySummary | None:
     """The run's stored capacity as a :class:`CapacitySummary` (task keys back to ints), or None."""
     layers = run.results.get("capacity")
     if not layers:
@@ -251,7 +257,7 @@ def _plot_task_accuracy(pyplot: Any, matrix: np.ndarray, path: str) -> None:
 
 
 def _html_page(
-    run_dir: Path, runs: list[_Run], summary: dict[str, Any] | None, images: dict[str, bytes]
+    run_dir: Path, runs: list[RunResults], summary: dict[str, Any] | None, images: dict[str, bytes]
 ) -> str:
     config = dict(runs[0].results.get("config", {}))
     if summary is not None and "seeds" in summary:
@@ -290,7 +296,7 @@ def _config_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _summary_table(runs: list[_Run], summary: dict[str, Any] | None) -> str:
+def _summary_table(runs: list[RunResults], summary: dict[str, Any] | None) -> str:
     """ACC, BWT and forgetting (and task inference where stored): one row per run, mean ± std first."""
     inference = [
         key for key in INFERENCE_NAMES if all(key in run.results.get("task_inference", {}) for run in runs)
