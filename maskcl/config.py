@@ -34,6 +34,7 @@ from maskcl.models import list_models
 from maskcl.predictors import RECOMMENDED, list_predictors, predictor_class
 
 __all__ = [
+    "LR_SCHEDULES",
     "OPTIMIZERS",
     "RunConfig",
     "check_value",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 def _option(default: Any, help: str, **metadata: Any) -> Any:
@@ -70,6 +72,15 @@ class RunConfig:
     optimizer: str = _option("sgd", "optimizer", choices=OPTIMIZERS)
     momentum: float = _option(0.0, "SGD momentum")
     weight_decay: float = _option(0.0, "weight decay (AdamW: decoupled)")
+    lr_schedule: str = _option(
+        "constant",
+        "the learning rate within each task, restarted at each task: constant; cosine (from --lr to 0 over "
+        "the task's steps); step (times --lr-gamma every --lr-step-epochs epochs)",
+        choices=LR_SCHEDULES,
+    )
+    lr_step_epochs: int = _option(2, "step schedule: epochs between decays")
+    lr_gamma: float = _option(0.1, "step schedule: the factor of each decay")
+    grad_clip: float | None = _option(None, "clip the gradients' total norm to this before each step")
     arch: str = _option("mlp", "mlp, alexnet, resnet20, or timm:NAME (a timm model, converted)")
     hidden: tuple[int, ...] = _option((400, 400), "mlp/alexnet: hidden widths")
     channels: tuple[int, ...] = _option((64, 128, 256), "alexnet: conv channels")
@@ -104,6 +115,10 @@ class RunConfig:
             predictor_class(self.task_inference)
         if self.optimizer not in OPTIMIZERS:
             raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise MaskclError(
+                f"unknown learning-rate schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}"
+            )
         checks = [
             ("num_tasks", self.num_tasks is None or self.num_tasks >= 1, ">= 1"),
             ("epochs", self.epochs >= 1, ">= 1"),
@@ -111,6 +126,9 @@ class RunConfig:
             ("lr", self.lr > 0, "> 0"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("lr_step_epochs", self.lr_step_epochs >= 1, ">= 1"),
+            ("lr_gamma", 0 < self.lr_gamma <= 1, "in (0, 1]"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("input_dropout", 0 <= self.input_dropout < 1, "in [0, 1)"),
             ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
@@ -278,20 +296,28 @@ def _unknown_key(key: str, method: str) -> str:
     return f"unknown key {key!r}"
 
 
+ADDED_IN_5 = ("lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip")
+"""The keys format 5 added (their defaults are what earlier runs did)."""
+
 RENAMED = {"tasks": "num_tasks"}
 """Keys of earlier maskcl versions and their names now."""
 
 
 def upgrade_config(values: dict[str, Any], format_version: int) -> dict[str, Any]:
-    """A run folder's saved config of an earlier format in today's keys (format 4 is today's).
+    """A run folder's saved config of an earlier format in today's keys (format 5 is today's).
+
+    Formats 1-4 had no learning-rate schedule and no gradient clipping: their runs ran with today's
+    defaults of those keys (constant, no clipping).
 
     Formats 1 and 2 stored every method's options in every run and ``tasks`` for the number of tasks;
     today a run stores its own method's options only: the others are dropped, and options added since
     take their defaults, which are what those versions did. Formats 1-3 stored ``task_inference`` as
     true or false: true was the lowest-entropy task, today's ``entropy`` predictor."""
-    if format_version >= 4 or not isinstance(values, dict):
+    if format_version >= 5 or not isinstance(values, dict):
         return values
-    values = dict(values)
+    values = {**{key: RUN_FIELDS[key].default for key in ADDED_IN_5}, **values}
+    if format_version >= 4:
+        return values
     if isinstance(values.get("task_inference"), bool):
         values["task_inference"] = "entropy" if values["task_inference"] else None
     if format_version >= 3:

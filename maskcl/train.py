@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import os
 import signal
 import time
@@ -161,7 +162,8 @@ class _Run:
             self.model.load_state_dict(model_state)
             check_like(state["method"], self.method.state_dict(), "its method state")
             self.method.load_state_dict(state["method"])
-        _check_optimizer_state(state["optimizer"], self.optimizer)
+        scheduled = ("lr",) if self.config.lr_schedule != "constant" else ()  # set at every step
+        _check_optimizer_state(state["optimizer"], self.optimizer, scheduled)
         self.optimizer.load_state_dict(state["optimizer"])
         self.matrix = AccuracyMatrix.from_matrix(state["matrix"])
         self.initial = state.get("initial")  # checkpoints before format 4's FWT kept none
@@ -248,9 +250,12 @@ def _check_same_run(saved: dict, config: RunConfig) -> None:
         raise MaskclError(f"the checkpoint is of another configuration ({'; '.join(differences)})")
 
 
-def _check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> None:
-    """The saved optimizer state is this optimizer's: the same parameter groups and hyperparameters, and
-    per-parameter tensors of the parameter's dtype and shape (torch would convert another dtype silently)."""
+def _check_optimizer_state(
+    saved: dict, optimizer: torch.optim.Optimizer, ignore: tuple[str, ...] = ()
+) -> None:
+    """The saved optimizer state is this optimizer's: the same parameter groups and hyperparameters (but
+    ``ignore``), and per-parameter tensors of the parameter's dtype and shape (torch would convert another
+    dtype silently)."""
     ours = optimizer.state_dict()
     if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
         raise MaskclError("its optimizer state is damaged")
@@ -263,8 +268,8 @@ def _check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> Non
         if not isinstance(theirs, dict):
             raise MaskclError("its optimizer state is damaged")
         differences = config_differences(
-            {k: v for k, v in theirs.items() if k in mine},
-            {k: v for k, v in mine.items() if k in theirs},
+            {k: v for k, v in theirs.items() if k in mine and k not in ignore},
+            {k: v for k, v in mine.items() if k in theirs and k not in ignore},
             ("in the checkpoint", "in this run"),
         )
         if differences:
@@ -313,6 +318,7 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
         label = f"task {task} epoch {position.epoch + 1}"
         bar = _progress_bar(progress, steps_per_epoch, position.step, label)
         for x, y, ids in stream:
+            _set_lr(run_, steps_per_epoch)
             loss = _step(run_, x, y, ids)
             position.step += 1
             if bar is not None:
@@ -335,6 +341,35 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
             run_.writer.log_metrics(task, position.epoch + 1, {"train_loss": mean_loss, "val_acc": val})
         position.epoch, position.step = position.epoch + 1, 0
     run_.method.end_task()
+
+
+def lr_factor(schedule: str, done: int, total: int, epoch: int, step_epochs: int, gamma: float) -> float:
+    """The learning rate's factor on ``--lr`` for a task's step after ``done`` of its ``total`` steps, in
+    its epoch ``epoch`` (from 0): ``constant`` 1; ``cosine`` ``(1 + cos(pi done / total)) / 2`` (Loshchilov
+    & Hutter, ICLR 2017, "SGDR", eq. 5 without restarts: from 1 to 0 over the task); ``step``
+    ``gamma ** floor(epoch / step_epochs)``."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done / total))
+    if schedule == "step":
+        return gamma ** (epoch // step_epochs)
+    return 1.0
+
+
+def _set_lr(run_: _Run, steps_per_epoch: int) -> None:
+    """Every parameter group's learning rate for the next step, from the schedule and the position (so a
+    resumed run continues on the same schedule: nothing to save)."""
+    config, position = run_.config, run_.position
+    done = position.epoch * steps_per_epoch + position.step
+    factor = lr_factor(
+        config.lr_schedule,
+        done,
+        config.epochs * steps_per_epoch,
+        position.epoch,
+        config.lr_step_epochs,
+        config.lr_gamma,
+    )
+    for group in run_.optimizer.param_groups:
+        group["lr"] = config.lr * factor
 
 
 def _progress_bar(enabled: bool, total: int, done: int, description: str):
@@ -375,6 +410,8 @@ def _step(run_: _Run, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor | None
         share = cross_entropy + penalty / world.size
     run_.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if run_.config.grad_clip is not None:  # after DDP's reduction: the same on every rank
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run_.config.grad_clip)
     run_.optimizer.step()
     return share.detach()
 

@@ -579,6 +579,10 @@ def test_deeply_nested_config_files_are_one_line(tmp_path, data, capsys, name):
         (["--checkpoint-interval", "nan"], ["--checkpoint-interval", "nan"]),
         (["--lr", "inf"], ["--lr", "finite"]),
         (["--beta", "nan"], ["--beta"]),
+        (["--lr-schedule", "warmup"], ["--lr-schedule", "invalid choice: 'warmup'"]),
+        (["--lr-gamma", "0"], ["--lr-gamma must be in (0, 1], got 0.0"]),
+        (["--lr-step-epochs", "0"], ["--lr-step-epochs must be >= 1"]),
+        (["--grad-clip", "-1"], ["--grad-clip must be > 0, got -1.0"]),
     ],
 )
 def test_devices_and_numbers_that_cannot_work_are_one_line_and_write_nothing(
@@ -617,3 +621,12 @@ def test_a_format_3_config_with_task_inference_true_means_the_entropy_predictor_
     assert upgrade_config({"method": "hat", "task_inference": True}, 3)["task_inference"] == "entropy"
     assert upgrade_config({"method": "hat", "task_inference": False}, 3)["task_inference"] is None
     assert upgrade_config({"method": "hat", "task_inference": "energy"}, 4)["task_inference"] == "energy"
+
+
+def test_a_format_4_config_reads_with_no_schedule_and_no_clipping():
+    from maskcl.config import upgrade_config
+
+    old = {"method": "hat", "lr": 0.05}
+    upgraded = upgrade_config(old, 4)
+    assert upgraded["lr_schedule"] == "constant" and upgraded["grad_clip"] is None
+    assert upgrade_config({**old, "lr_schedule": "cosine"}, 5) == {**old, "lr_schedule": "cosine"}

@@ -149,6 +149,8 @@ class _StopAfter(RunFolder):
         {"method": "wsn", "momentum": 0.9},
         {"method": "adahat", "optimizer": "adamw", "weight_decay": 0.1, "lr": 1e-3},
         {"method": "hat", "task_inference": "gaussian"},
+        {"method": "hat", "optimizer": "adamw", "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 0.5},
+        {"method": "packnet", "lr_schedule": "step", "lr_step_epochs": 1},
         {"method": "packnet", "task_inference": "energy"},
         {
             "method": "wsn",

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from maskcl import RunConfig, run
 from maskcl.core import owned_entries
@@ -65,3 +66,57 @@ def test_joint_trains_batch_norm_networks(data, arch):
     results = run(config, log=lambda _: None)
     R = results["acc_matrix"]
     assert min(R[1]) > 0.6, R  # both tasks learned together (chance: 0.5)
+
+
+def test_the_learning_rate_factors_by_hand():
+    from maskcl.train import lr_factor
+
+    assert lr_factor("constant", 7, 10, 3, 2, 0.1) == 1.0
+    assert [lr_factor("cosine", done, 4, 0, 2, 0.1) for done in range(4)] == pytest.approx(
+        [1.0, (1 + 2**-0.5) / 2, 0.5, (1 - 2**-0.5) / 2]
+    )
+    assert [lr_factor("step", 0, 1, epoch, 2, 0.1) for epoch in range(5)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01]
+    )
+
+
+@pytest.fixture
+def steps_seen():
+    """Each optimizer step's learning rate and gradient norm, from a global step pre-hook."""
+    seen = []
+
+    def hook(optimizer, args, kwargs):
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        seen.append((optimizer.param_groups[0]["lr"], float(norm)))
+
+    handle = register_optimizer_step_pre_hook(hook)
+    yield seen
+    handle.remove()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_each_task_follows_the_schedule_from_its_start(data, steps_seen, schedule):
+    config = RunConfig(
+        data=data, num_tasks=2, epochs=3, batch_size=100, hidden=(16,), lr_schedule=schedule, lr_step_epochs=1
+    )
+    run(config, log=lambda _: None)
+    per_epoch = len(steps_seen) // 6  # 2 tasks of 3 epochs
+    from maskcl.train import lr_factor
+
+    for task in range(2):
+        lrs = [lr for lr, _ in steps_seen[task * 3 * per_epoch : (task + 1) * 3 * per_epoch]]
+        expected = [
+            0.05 * lr_factor(schedule, k, 3 * per_epoch, k // per_epoch, 1, 0.1) for k in range(len(lrs))
+        ]
+        assert lrs == pytest.approx(expected, rel=1e-12)
+    assert steps_seen[3 * per_epoch][0] == 0.05  # restarted at the second task
+
+
+def test_gradient_clipping_bounds_every_steps_norm(data, steps_seen):
+    config = RunConfig(data=data, num_tasks=2, epochs=2, batch_size=32, hidden=(16,))
+    run(config, log=lambda _: None)
+    largest = max(norm for _, norm in steps_seen)
+    steps_seen.clear()
+    run(RunConfig(**{**config.__dict__, "grad_clip": largest / 4}), log=lambda _: None)
+    assert max(norm for _, norm in steps_seen) <= largest / 4 * (1 + 1e-5)
