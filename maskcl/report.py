@@ -13,10 +13,9 @@ import base64
 import html
 import io
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ __all__ = ["RunResults", "read_runs", "write_report"]
 
 METRICS = ("acc", "bwt", "forgetting")
 METRIC_NAMES = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting"}
+OPTIONAL_NAMES = {"fwt": "FWT", "avg_incremental_acc": "avg. incremental ACC"}
 INFERENCE_NAMES = {"task_accuracy": "task inferred", "class_incremental_acc": "class-incremental ACC"}
 PLOT_CAPTIONS = {
     "accuracy_matrix": "Accuracy matrix: test accuracy (%) on task j after learning tasks 0..i.",
@@ -63,36 +63,43 @@ class RunResults:
 def write_report(run_dir: str | Path) -> Path:
     """Write the plots into ``run_dir/report/`` and the page ``run_dir/report.html``; return the page's path.
 
-    Plots: ``accuracy_matrix.png`` (R as a heatmap), ``task_accuracy.png`` (each task's accuracy as tasks
-    are learned), for runs with task inference ``class_incremental_matrix.png`` (the same with the task
-    unknown) and, for runs that store it (HAT), ``capacity.png`` (units used per layer and task).
+    Plots, each as ``NAME.png`` (300 dpi), ``NAME.pdf`` and ``NAME.svg``: ``accuracy_matrix`` (R as a
+    heatmap, the tasks not yet learned left blank), ``task_accuracy`` (each task's accuracy as tasks are
+    learned; over seeds, the mean with a band of one standard deviation), for runs with task inference
+    ``class_incremental_matrix`` (the same with the task unknown) and, for runs that store it (HAT),
+    ``capacity`` (units used per layer and task; of the first seed's run in a multi-seed folder).
     """
     run_dir = Path(run_dir)
     runs, summary = read_runs(run_dir)
     pyplot = plotting.pyplot()
     matrix = _mean_matrix(runs, run_dir / "summary.json") if summary else runs[0].matrix
-    matrix_title = f"accuracy matrix, mean over {len(runs)} seeds" if summary else "accuracy matrix"
+    over = f", mean over {len(runs)} seeds" if summary else ""
     plots = {
-        "accuracy_matrix": lambda path: _plot_accuracy_matrix(pyplot, matrix, matrix_title, path),
-        "task_accuracy": lambda path: _plot_task_accuracy(pyplot, matrix, path),
+        "accuracy_matrix": lambda: _plot_accuracy_matrix(pyplot, matrix, "accuracy matrix" + over),
+        "task_accuracy": lambda: _plot_task_accuracy(pyplot, [run.matrix for run in runs]),
     }
+    captions = dict(PLOT_CAPTIONS)
+    if summary:
+        captions["task_accuracy"] += (
+            f" Mean over the {len(runs)} seeds, with a band of one standard deviation."
+        )
     incremental = _incremental_matrix(runs, matrix.shape)
     if incremental is not None:
-        title = "class-incremental accuracy matrix" + (f", mean over {len(runs)} seeds" if summary else "")
-        plots["class_incremental_matrix"] = lambda path: _plot_accuracy_matrix(
-            pyplot, incremental, title, path
-        )
+        title = "class-incremental accuracy matrix" + over
+        plots["class_incremental_matrix"] = lambda: _plot_accuracy_matrix(pyplot, incremental, title)
     capacity = _capacity_summary(runs[0])
     if capacity is not None:
-        plots["capacity"] = capacity.plot
+        plots["capacity"] = capacity.figure
+        if summary:
+            captions["capacity"] += f" Of the first seed's run ({runs[0].name}), not a mean over the seeds."
     plot_dir = run_dir / "report"
     try:
         plot_dir.mkdir(exist_ok=True)
     except OSError as err:
         raise MaskclError(f"{plot_dir}: cannot create the folder ({err.strerror or err})") from None
-    images = {name: _write_png(plot_dir / f"{name}.png", draw) for name, draw in plots.items()}
+    images = {name: _write_figure(pyplot, plot_dir, name, draw()) for name, draw in plots.items()}
     page = run_dir / "report.html"
-    write_atomic(page, _html_page(run_dir, runs, summary, images).encode())
+    write_atomic(page, _html_page(run_dir, runs, summary, images, captions).encode())
     return page
 
 
@@ -209,16 +216,33 @@ def _capacity_summary(run: RunResults) -> CapacitySummary | None:
     return CapacitySummary(tasks, rebuilt)
 
 
-def _write_png(target: Path, draw: Callable[[BinaryIO], None]) -> bytes:
-    """Let ``draw(file)`` save a figure into memory, write it atomically as ``target``, return its bytes."""
-    buffer = io.BytesIO()
-    draw(buffer)
-    write_atomic(target, buffer.getvalue())
-    return buffer.getvalue()
+FIGURE_FORMATS = {"png": {"dpi": 300}, "pdf": {}, "svg": {}}
+"""The files each plot is written as: PNG at print resolution, and the vector formats."""
 
 
-def _plot_accuracy_matrix(pyplot: Any, matrix: np.ndarray, title: str, path: str) -> None:
+def _write_figure(pyplot: Any, folder: Path, name: str, fig: Any) -> bytes:
+    """Write ``fig`` as ``folder/name.png``, ``.pdf`` and ``.svg`` (each atomically), close it, and return
+    the PNG's bytes (what the page embeds)."""
+    files = {}
+    for fmt, options in FIGURE_FORMATS.items():
+        buffer = io.BytesIO()
+        with pyplot.rc_context({"svg.hashsalt": "maskcl"}):  # the SVG's element ids, fixed
+            fig.savefig(buffer, format=fmt, metadata=_FIXED_METADATA[fmt], **options)
+        files[fmt] = buffer.getvalue()
+    pyplot.close(fig)
+    for fmt, data in files.items():
+        write_atomic(folder / f"{name}.{fmt}", data)
+    return files["png"]
+
+
+_FIXED_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
+"""No date or version stamped into the files: the same run gives the same bytes."""
+
+
+def _plot_accuracy_matrix(pyplot: Any, matrix: np.ndarray, title: str) -> Any:
+    """The heatmap of ``matrix`` with the upper triangle (tasks not yet learned) left blank."""
     tasks = len(matrix)
+    matrix = np.where(np.tril(np.ones_like(matrix, dtype=bool)), matrix, np.nan)
     size = min(2.5 + 0.6 * tasks, 14.0)
     fig, ax = pyplot.subplots(figsize=(size + 1.2, size))
     image = ax.imshow(np.ma.masked_invalid(100 * matrix), cmap="viridis", vmin=0, vmax=100)
@@ -234,17 +258,26 @@ def _plot_accuracy_matrix(pyplot: Any, matrix: np.ndarray, title: str, path: str
     ax.set_ylabel("learned up to task i")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    pyplot.close(fig)
+    return fig
 
 
-def _plot_task_accuracy(pyplot: Any, matrix: np.ndarray, path: str) -> None:
-    tasks = len(matrix)
+def _plot_task_accuracy(pyplot: Any, matrices: list[np.ndarray]) -> Any:
+    """Each task's accuracy from when it is learned on: the runs' mean, and a band of one (sample)
+    standard deviation when there are several runs."""
+    stacked = 100 * np.stack(matrices)
+    tasks = stacked.shape[1]
     fig, ax = pyplot.subplots(figsize=(7, 4.5))
     colors = pyplot.get_cmap("tab10" if tasks <= 10 else "tab20")
     for j in range(tasks):
         learned = np.arange(j, tasks)
-        ax.plot(learned + 1, 100 * matrix[learned, j], marker="o", color=colors(j % 20), label=f"task {j}")
+        values = stacked[:, learned, j]
+        recorded = (~np.isnan(values)).sum(axis=0)
+        mean = np.where(recorded > 0, np.nansum(values, axis=0) / np.maximum(recorded, 1), np.nan)
+        ax.plot(learned + 1, mean, marker="o", color=colors(j % 20), label=f"task {j}")
+        if len(matrices) > 1:
+            squares = np.nansum((values - mean) ** 2, axis=0)
+            std = np.where(recorded > 1, np.sqrt(squares / np.maximum(recorded - 1, 1)), 0.0)
+            ax.fill_between(learned + 1, mean - std, mean + std, color=colors(j % 20), alpha=0.15)
     ax.set_xticks(range(1, tasks + 1))
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("test accuracy (%)")
@@ -252,12 +285,15 @@ def _plot_task_accuracy(pyplot: Any, matrix: np.ndarray, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=max(1, tasks // 10), loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    pyplot.close(fig)
+    return fig
 
 
 def _html_page(
-    run_dir: Path, runs: list[RunResults], summary: dict[str, Any] | None, images: dict[str, bytes]
+    run_dir: Path,
+    runs: list[RunResults],
+    summary: dict[str, Any] | None,
+    images: dict[str, bytes],
+    captions: dict[str, str],
 ) -> str:
     config = dict(runs[0].results.get("config", {}))
     if summary is not None and "seeds" in summary:
@@ -270,7 +306,7 @@ def _html_page(
     )
     figures = "".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" '
-        f'alt="{name}"><figcaption>{html.escape(PLOT_CAPTIONS[name])}</figcaption></figure>\n'
+        f'alt="{name}"><figcaption>{html.escape(captions[name])}</figcaption></figure>\n'
         for name, png in images.items()
     )
     return f"""<!DOCTYPE html>
@@ -297,19 +333,33 @@ def _config_value(value: Any) -> str:
 
 
 def _summary_table(runs: list[RunResults], summary: dict[str, Any] | None) -> str:
-    """ACC, BWT and forgetting (and task inference where stored): one row per run, mean ± std first."""
+    """ACC, BWT and forgetting (FWT, the average incremental accuracy and task inference where every run
+    stores them): one row per run, mean ± std first (the others' std: the runs' sample deviation)."""
     inference = [
         key for key in INFERENCE_NAMES if all(key in run.results.get("task_inference", {}) for run in runs)
     ]
-    head = ["run", *(METRIC_NAMES[m] for m in METRICS), *(INFERENCE_NAMES[k] for k in inference)]
+    optional = [key for key in OPTIONAL_NAMES if all(_is_number(run.results.get(key)) for run in runs)]
+    head = ["run", *(METRIC_NAMES[m] for m in METRICS), *(OPTIONAL_NAMES[k] for k in optional)]
+    head += [INFERENCE_NAMES[k] for k in inference]
+
+    def others(run: RunResults) -> list[float]:
+        return [run.results[k] for k in optional] + [run.results["task_inference"][k] for k in inference]
+
+    signs = [k == "fwt" for k in optional] + [False] * len(inference)
     rows = []
     if summary is not None:
         stats = [f"{_format_metric(m, summary[m]['mean'])} ± {summary[m]['std']:.4f}" for m in METRICS]
-        means = [f"{np.mean([run.results['task_inference'][k] for run in runs]):.4f}" for k in inference]
-        rows.append([f"mean ± std ({len(runs)} seeds)", *stats, *means])
+        values = np.array([others(run) for run in runs], dtype=np.float64).reshape(len(runs), -1)
+        spread = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(values.shape[1])
+        stats += [
+            f"{m:{'+' if sign else ''}.4f} ± {d:.4f}" for m, d, sign in zip(values.mean(0), spread, signs)
+        ]
+        rows.append([f"mean ± std ({len(runs)} seeds)", *stats])
     for run in runs:
         metrics = [_format_metric(m, run.results[m]) for m in METRICS]
-        rows.append([run.name, *metrics, *(f"{run.results['task_inference'][k]:.4f}" for k in inference)])
+        rows.append(
+            [run.name, *metrics, *(f"{v:{'+' if sign else ''}.4f}" for v, sign in zip(others(run), signs))]
+        )
     header = "".join(f"<th>{html.escape(cell)}</th>" for cell in head)
     body = "".join(
         "<tr><th>"

@@ -289,3 +289,49 @@ def test_page_renders_in_a_browser(chromium, hat_run, tmp_path):
     assert dom.count(EMBEDDED_PNG) == 3
     summary = re.search(r'<table class="summary">.*?</table>', dom, re.DOTALL)
     assert summary is not None and "ACC" in summary.group() and ">0.9133<" in summary.group()
+
+
+def test_every_plot_is_a_print_resolution_png_a_pdf_and_an_svg_with_the_same_bytes_each_time(single_run):
+    write_report(single_run)
+    folder = single_run / "report"
+    first = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert sorted(first) == sorted(f"{n}.{ext}" for n in PLOTS[:2] for ext in ("png", "pdf", "svg"))
+    assert imread(folder / "task_accuracy.png").shape[:2] == (1350, 2100)  # 7 x 4.5 inches at 300 dpi
+    assert first["accuracy_matrix.pdf"].startswith(b"%PDF") and b"<svg" in first["accuracy_matrix.svg"]
+    write_report(single_run)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == first
+
+
+def test_the_tasks_not_yet_learned_are_left_blank_in_the_matrix(tmp_path):
+    """The entries above the diagonal (measured, for FWT) are not drawn: the heatmap is the same as with
+    none there."""
+    upper = [[0.95, 0.5, 0.4], [0.90, 0.97, 0.6], [0.85, 0.93, 0.96]]
+    for name, matrix in (("with", upper), ("without", MATRIX)):
+        write_json(tmp_path / name / "results.json", results_for(matrix))
+        write_report(tmp_path / name)
+    drawn = [
+        (tmp_path / name / "report" / "accuracy_matrix.png").read_bytes() for name in ("with", "without")
+    ]
+    assert drawn[0] == drawn[1]
+
+
+def test_a_multi_seed_report_says_what_is_a_mean_and_what_is_one_seeds(multi_seed_run):
+    run_dir, *_ = multi_seed_run
+    page = write_report(run_dir).read_text()
+    assert "Mean over the 2 seeds, with a band of one standard deviation." in page
+    assert "Of the first seed&#x27;s run (seed-0), not a mean over the seeds." in page
+
+
+def test_fwt_and_the_average_incremental_accuracy_are_in_the_summary_when_stored(multi_seed_run):
+    run_dir, seeds, _, _ = multi_seed_run
+    for seed, (fwt, inc) in enumerate([(0.01, 0.9), (-0.03, 0.8)]):
+        write_json(
+            run_dir / f"seed-{seed}" / "results.json", {**seeds[seed], "fwt": fwt, "avg_incremental_acc": inc}
+        )
+    page = write_report(run_dir).read_text()
+    assert "<th>FWT</th><th>avg. incremental ACC</th>" in page
+    assert (
+        f"-0.0100 ± {np.std([0.01, -0.03], ddof=1):.4f}" in page
+        and ">+0.0100<" in page
+        and ">0.8000<" in page
+    )

@@ -9,7 +9,7 @@ and forgetting a task on purpose, which returns the units only it used to the fr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -59,8 +59,15 @@ class CapacitySummary:
         return "\n".join(lines)
 
     def plot(self, path: str | BinaryIO) -> None:
-        """Save a bar chart of the used fraction per layer and task, with the free fraction, to ``path``
-        (a file name or a binary file)."""
+        """Save :meth:`figure` to ``path`` (a file name, whose suffix gives the format, or a binary file:
+        PNG)."""
+        fig = self.figure()
+        fig.savefig(path)
+        pyplot().close(fig)
+
+    def figure(self) -> Any:
+        """A matplotlib figure: a bar chart of the used fraction per layer and task, with the free
+        fraction."""
         plt = pyplot()
         names = [layer.name for layer in self.layers]
         series = {f"task {t}": [layer.used[t] for layer in self.layers] for t in self.tasks}
@@ -74,8 +81,7 @@ class CapacitySummary:
         ax.set_ylim(0, 1)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+        return fig
 
 
 def capacity(model: nn.Module) -> CapacitySummary:
