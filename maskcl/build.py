@@ -64,7 +64,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_scenario(config: RunConfig) -> Scenario:
     """The scenario named by the config: a benchmark, or the user's .npz split or permuted."""
-    options = {"val_fraction": config.val_fraction, "seed": config.seed}
+    options = {"val_fraction": config.val_fraction, "seed": config.seed, "class_order": config.class_order}
     if config.data is not None:
         return npz_scenario(config.data, scenario=config.scenario, num_tasks=config.num_tasks, **options)
     builder, default_tasks = BENCHMARKS[config.benchmark]

@@ -66,6 +66,12 @@ class RunConfig:
     data: str | None = _option(None, "your own data, a .npz file (x_train, y_train, x_test, y_test)")
     scenario: str = _option("split", "how --data is cut into tasks", choices=("split", "permuted"))
     num_tasks: int | None = _option(None, "number of tasks (default: 5 split, 10 permuted)")
+    class_order: str = _option(
+        "sorted",
+        "split scenarios: the classes cut into tasks in sorted order (the benchmarks' usual split), or "
+        "shuffled by --seed first (seeded: each seed its own grouping)",
+        choices=("sorted", "seeded"),
+    )
     epochs: int = _option(5, "epochs per task")
     batch_size: int = _option(64, "batch size")
     lr: float = _option(0.05, "learning rate")
@@ -296,7 +302,7 @@ def _unknown_key(key: str, method: str) -> str:
     return f"unknown key {key!r}"
 
 
-ADDED_IN_5 = ("lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip")
+ADDED_IN_5 = ("lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip", "class_order")
 """The keys format 5 added (their defaults are what earlier runs did)."""
 
 RENAMED = {"tasks": "num_tasks"}
@@ -306,8 +312,8 @@ RENAMED = {"tasks": "num_tasks"}
 def upgrade_config(values: dict[str, Any], format_version: int) -> dict[str, Any]:
     """A run folder's saved config of an earlier format in today's keys (format 5 is today's).
 
-    Formats 1-4 had no learning-rate schedule and no gradient clipping: their runs ran with today's
-    defaults of those keys (constant, no clipping).
+    Formats 1-4 had no learning-rate schedule, no gradient clipping and no class order: their runs ran
+    with today's defaults of those keys (constant, no clipping, sorted).
 
     Formats 1 and 2 stored every method's options in every run and ``tasks`` for the number of tasks;
     today a run stores its own method's options only: the others are dropped, and options added since

@@ -583,6 +583,7 @@ def test_deeply_nested_config_files_are_one_line(tmp_path, data, capsys, name):
         (["--lr-gamma", "0"], ["--lr-gamma must be in (0, 1], got 0.0"]),
         (["--lr-step-epochs", "0"], ["--lr-step-epochs must be >= 1"]),
         (["--grad-clip", "-1"], ["--grad-clip must be > 0, got -1.0"]),
+        (["--scenario", "permuted", "--class-order", "seeded"], ["a permuted task has them all"]),
     ],
 )
 def test_devices_and_numbers_that_cannot_work_are_one_line_and_write_nothing(

@@ -191,6 +191,18 @@ def _check_options(num_tasks: int, val_fraction: float, seed: int) -> None:
         raise MaskclError(f"seed must be a non-negative integer, got {seed!r}")
 
 
+CLASS_ORDERS = ("sorted", "seeded")
+
+
+def _check_class_order(class_order: str, scenario: str) -> None:
+    if class_order not in CLASS_ORDERS:
+        raise MaskclError(f"unknown class order {class_order!r}; known: {', '.join(CLASS_ORDERS)}")
+    if class_order == "seeded" and scenario == "permuted":
+        raise MaskclError(
+            "--class-order seeded shuffles which classes a task has: a permuted task has them all"
+        )
+
+
 def _classes(y_train: np.ndarray, y_test: np.ndarray) -> np.ndarray:
     """Sorted classes of the training labels; every test label must be one of them."""
     classes = np.unique(y_train)
@@ -251,16 +263,20 @@ def split_scenario(
     val_fraction: float = 0.1,
     seed: int = 0,
     name: str = "split",
+    class_order: str = "sorted",
 ) -> Scenario:
     """Cut the sorted classes into ``num_tasks`` consecutive groups, one task each.
 
     Group sizes differ by at most one, earlier tasks getting the extra class (10 classes, 4 tasks:
     3, 3, 2, 2). Each task holds out a random ``val_fraction`` of its training samples for validation,
-    drawn with ``numpy.random.default_rng(seed)``.
+    drawn with ``numpy.random.default_rng(seed)``. ``class_order="seeded"``: the classes are shuffled
+    first, with ``numpy.random.default_rng([seed, 2])`` (each task's classes then sorted), so each seed
+    sees its own grouping.
     """
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in (x_train, y_train, x_test, y_test))
     _check_arrays(x_train, y_train, x_test, y_test)
     _check_options(num_tasks, val_fraction, seed)
+    _check_class_order(class_order, "split")
     classes = _classes(y_train, y_test)
     if len(classes) < 2 * num_tasks:
         raise MaskclError(
@@ -268,8 +284,9 @@ def split_scenario(
         )
     x_tr, x_te = prepare_inputs(x_train, x_test)
     rng = np.random.default_rng(seed)
+    order = np.random.default_rng([seed, 2]).permutation(classes) if class_order == "seeded" else classes
     tasks = []
-    for task_id, group in enumerate(np.array_split(classes, num_tasks)):
+    for task_id, group in enumerate(np.sort(g) for g in np.array_split(order, num_tasks)):
         fit, val = _split_indices(np.flatnonzero(np.isin(y_train, group)), val_fraction, rng, task_id)
         test = np.flatnonzero(np.isin(y_test, group))
         tasks.append(
@@ -294,16 +311,19 @@ def permuted_scenario(
     val_fraction: float = 0.1,
     seed: int = 0,
     name: str = "permuted",
+    class_order: str = "sorted",
 ) -> Scenario:
     """``num_tasks`` tasks over all classes; task 0 sees the features as they are, task ``t > 0`` permuted.
 
     The validation samples (the same for every task) come from ``numpy.random.default_rng(seed)``, the
     permutations from ``numpy.random.default_rng([seed, 1])``, so they depend only on ``seed`` and the
     number of features. All tasks share one copy of the data; only :attr:`TaskData.permutation` differs.
+    Every task has every class: ``class_order`` must stay ``"sorted"``.
     """
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in (x_train, y_train, x_test, y_test))
     _check_arrays(x_train, y_train, x_test, y_test)
     _check_options(num_tasks, val_fraction, seed)
+    _check_class_order(class_order, "permuted")
     classes = _classes(y_train, y_test)
     if len(classes) < 2:
         raise MaskclError(f"data has {len(classes)} class: a task needs at least 2")
@@ -328,28 +348,46 @@ def permuted_scenario(
 
 
 def split_fashion_mnist(
-    num_tasks: int = 5, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+    num_tasks: int = 5,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    root: str | Path | None = None,
+    class_order: str = "sorted",
 ) -> Scenario:
     """Split Fashion-MNIST ("split-fmnist"): with 5 tasks, classes {0,1}, {2,3}, ..., {8,9}."""
     data = load_fashion_mnist(root)
-    return split_scenario(*data, num_tasks, val_fraction=val_fraction, seed=seed, name="split-fmnist")
+    options = {"val_fraction": val_fraction, "seed": seed, "class_order": class_order}
+    return split_scenario(*data, num_tasks, name="split-fmnist", **options)
 
 
 def permuted_fashion_mnist(
-    num_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+    num_tasks: int = 10,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    root: str | Path | None = None,
+    class_order: str = "sorted",
 ) -> Scenario:
     """Permuted Fashion-MNIST ("permuted-fmnist"): all 10 classes, one pixel permutation per task."""
+    _check_class_order(class_order, "permuted")
     data = load_fashion_mnist(root)
     return permuted_scenario(*data, num_tasks, val_fraction=val_fraction, seed=seed, name="permuted-fmnist")
 
 
 def split_cifar100(
-    num_tasks: int = 10, *, val_fraction: float = 0.1, seed: int = 0, root: str | Path | None = None
+    num_tasks: int = 10,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    root: str | Path | None = None,
+    class_order: str = "sorted",
 ) -> Scenario:
     """Split CIFAR-100 ("split-cifar100"): with 10 tasks, classes 0-9, 10-19, ..., 90-99. A missing copy
     is downloaded through torchvision."""
     data = load_cifar100(root, download=True)
-    return split_scenario(*data, num_tasks, val_fraction=val_fraction, seed=seed, name="split-cifar100")
+    options = {"val_fraction": val_fraction, "seed": seed, "class_order": class_order}
+    return split_scenario(*data, num_tasks, name="split-cifar100", **options)
 
 
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -389,6 +427,7 @@ def npz_scenario(
     val_fraction: float = 0.1,
     seed: int = 0,
     name: str | None = None,
+    class_order: str = "sorted",
 ) -> Scenario:
     """Build a ``"split"`` or ``"permuted"`` scenario from a ``.npz`` file (see :func:`load_npz`).
 
@@ -398,11 +437,13 @@ def npz_scenario(
     builders = {"split": split_scenario, "permuted": permuted_scenario}
     if scenario not in builders:
         raise MaskclError(f"unknown scenario {scenario!r}: choose one of {', '.join(map(repr, builders))}")
+    _check_class_order(class_order, scenario)
     data = load_npz(path)
     if num_tasks is None:
         num_tasks = max(1, len(np.unique(data[1])) // 2) if scenario == "split" else 10
     name = name if name is not None else f"{scenario}-{Path(path).stem}"
-    return builders[scenario](*data, num_tasks, val_fraction=val_fraction, seed=seed, name=name)
+    options = {"val_fraction": val_fraction, "seed": seed, "class_order": class_order}
+    return builders[scenario](*data, num_tasks, name=name, **options)
 
 
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
@@ -410,5 +451,5 @@ BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "permuted-fmnist": (permuted_fashion_mnist, 10),
     "split-cifar100": (split_cifar100, 10),
 }
-"""The benchmarks by name: the scenario's builder ``(num_tasks, *, val_fraction, seed)`` and its default
-number of tasks."""
+"""The benchmarks by name: the scenario's builder ``(num_tasks, *, val_fraction, seed, class_order)`` and
+its default number of tasks."""

@@ -107,6 +107,33 @@ def test_split_seed_changes_validation_split() -> None:
     )
 
 
+def test_a_seeded_class_order_groups_the_classes_by_the_seed_and_keeps_each_tasks_data() -> None:
+    data = toy(n_classes=6)
+    sorted_order = split_scenario(*data, 3)
+    assert [t.classes for t in sorted_order] == [[0, 1], [2, 3], [4, 5]]
+    groupings = [
+        [t.classes for t in split_scenario(*data, 3, seed=s, class_order="seeded")] for s in range(4)
+    ]
+    assert len({str(g) for g in groupings}) > 1  # the seeds group the classes differently
+    assert groupings[1] == [t.classes for t in split_scenario(*data, 3, seed=1, class_order="seeded")]
+    for grouping in groupings:
+        assert sorted(c for task in grouping for c in task) == list(range(6))
+        assert all(task == sorted(task) for task in grouping)
+    task = split_scenario(*data, 3, seed=1, class_order="seeded")[0]
+    x_train, y_train = prepare_inputs(data[0], data[2])[0], data[1]
+    mine = np.isin(y_train, task.classes)
+    whole = (torch.cat([task.train.x, task.val.x]), torch.cat([task.train.y, task.val.y]))
+    local = np.searchsorted(task.classes, y_train[mine])
+    assert rows_with_labels(*whole) == rows_with_labels(x_train[torch.from_numpy(mine)], local)
+
+
+def test_a_seeded_class_order_is_refused_for_permuted_tasks() -> None:
+    with pytest.raises(MaskclError, match="a permuted task has them all"):
+        permuted_scenario(*toy(), 3, class_order="seeded")
+    with pytest.raises(MaskclError, match="unknown class order 'random'; known: sorted, seeded"):
+        split_scenario(*toy(), 3, class_order="random")
+
+
 def test_permuted_fashion_mnist_shares_one_copy_of_the_data(permuted_real: Scenario) -> None:
     assert permuted_real.name == "permuted-fmnist" and permuted_real.num_tasks == 10
     assert permuted_real.classes_per_task == [10] * 10
