@@ -1,7 +1,8 @@
 """Data sets and continual-learning scenarios (split and permuted) for maskcl."""
 
-from maskcl.data.cifar import load_cifar100, read_cifar_file
+from maskcl.data.cifar import load_cifar10, load_cifar100, read_cifar_file
 from maskcl.data.fashion_mnist import default_cache_dir, load_fashion_mnist, read_idx
+from maskcl.data.mnist import load_mnist
 from maskcl.data.scenarios import (
     BENCHMARKS,
     Scenario,
@@ -23,8 +24,10 @@ __all__ = [
     "Task",
     "TaskData",
     "default_cache_dir",
+    "load_cifar10",
     "load_cifar100",
     "load_fashion_mnist",
+    "load_mnist",
     "load_npz",
     "npz_scenario",
     "permuted_fashion_mnist",

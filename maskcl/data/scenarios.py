@@ -13,6 +13,7 @@ and standard deviation ``sigma`` of the whole training set.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import zipfile
@@ -25,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskcl.data.cifar import load_cifar100
+from maskcl.data.cifar import load_cifar10, load_cifar100
 from maskcl.data.fashion_mnist import load_fashion_mnist
+from maskcl.data.mnist import load_mnist
 from maskcl.errors import MaskclError
 from maskcl.resources import check_fits
 
@@ -390,6 +392,24 @@ def split_cifar100(
     return split_scenario(*data, num_tasks, name="split-cifar100", **options)
 
 
+def _benchmark(load: Callable[[], tuple], kind: str, name: str) -> Callable[..., Scenario]:
+    """A benchmark's builder ``(num_tasks, *, val_fraction, seed, class_order)``: the ``kind`` scenario
+    (split or permuted) of the arrays ``load()`` reads, named ``name``."""
+    builder = {"split": split_scenario, "permuted": permuted_scenario}[kind]
+
+    def build(
+        num_tasks: int, *, val_fraction: float = 0.1, seed: int = 0, class_order: str = "sorted"
+    ) -> Scenario:
+        _check_class_order(class_order, kind)
+        options = {"val_fraction": val_fraction, "seed": seed, "class_order": class_order}
+        return builder(*load(), num_tasks, name=name, **options)
+
+    build.__doc__ = (
+        f"{name}: the {kind} scenario of the data that {getattr(load, 'func', load).__name__} reads."
+    )
+    return build
+
+
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read and check ``x_train, y_train, x_test, y_test`` from a user's ``.npz`` file.
 
@@ -449,6 +469,12 @@ def npz_scenario(
 BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
     "split-fmnist": (split_fashion_mnist, 5),
     "permuted-fmnist": (permuted_fashion_mnist, 10),
+    "split-mnist": (_benchmark(load_mnist, "split", "split-mnist"), 5),
+    "permuted-mnist": (_benchmark(load_mnist, "permuted", "permuted-mnist"), 10),
+    "split-cifar10": (
+        _benchmark(functools.partial(load_cifar10, download=True), "split", "split-cifar10"),
+        5,
+    ),
     "split-cifar100": (split_cifar100, 10),
 }
 """The benchmarks by name: the scenario's builder ``(num_tasks, *, val_fraction, seed, class_order)`` and

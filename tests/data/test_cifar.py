@@ -448,7 +448,7 @@ def test_the_official_url_is_md5_checked(monkeypatch, empty_home):
     with pytest.raises(MaskclError, match="could not be downloaded"):  # the stub wrote no archive
         load_cifar100(download=True)
     (url, folder), options = calls[0]
-    assert url == cifar.OFFICIAL_URL == "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    assert url == cifar.CIFAR100.url == "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
     assert options["md5"] == "eb9058c3a382ffc7106e4002c42a8d85"
     assert folder == str(empty_home / ".cache" / "maskcl")
 
@@ -465,3 +465,50 @@ def test_an_archive_reaching_outside_the_cache_is_refused(tmp_path, monkeypatch,
         load_cifar100(download=True)
     assert "\n" not in str(err.value)
     assert not (empty_home / "outside").exists() and not (empty_home.parent / "outside").exists()
+
+
+def write_cifar10(root, per_file=40):
+    """CIFAR-10's layout: five training batches and a test batch, b"labels" over 10 classes."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [int(v) for v in rng.integers(0, 10, per_file)]
+        data = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data}, f)
+        written[name] = (data, labels)
+    return written
+
+
+def test_cifar10_concatenates_its_five_training_batches_and_is_split_into_5_tasks(tmp_path, monkeypatch):
+    from maskcl.data import BENCHMARKS, load_cifar10
+
+    written = write_cifar10(tmp_path)
+    monkeypatch.setenv("MASKCL_DATA", str(tmp_path))
+    x_train, y_train, x_test, y_test = load_cifar10()
+    batches = [written[f"data_batch_{i}"] for i in range(1, 6)]
+    assert np.array_equal(x_train.reshape(200, 3072), np.concatenate([d for d, _ in batches]))
+    assert y_train.tolist() == [label for _, labels in batches for label in labels]
+    assert np.array_equal(x_test.reshape(40, 3072), written["test_batch"][0])
+    assert x_test.shape[1:] == (3, 32, 32) and y_test.tolist() == written["test_batch"][1]
+    scenario = BENCHMARKS["split-cifar10"][0](5)
+    assert [t.classes for t in scenario] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert scenario.name == "split-cifar10" and scenario.input_shape == (3, 32, 32)
+
+
+def test_a_cifar10_file_with_cifar100_labels_is_refused_in_one_line(tmp_path, monkeypatch):
+    from maskcl.data import load_cifar10
+
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    with open(path, "wb") as f:
+        pickle.dump({b"fine_labels": [0], b"data": np.zeros((1, 3072), np.uint8)}, f)
+    monkeypatch.setenv("MASKCL_DATA", str(tmp_path))
+    with pytest.raises(MaskclError, match=r"data_batch_3 is not a CIFAR-10 file: its dict has no b'labels'"):
+        load_cifar10()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(MaskclError, match="CIFAR-10 not found in"):
+        load_cifar10()
