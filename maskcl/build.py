@@ -10,7 +10,7 @@ from torch import nn
 
 from maskcl.config import RunConfig
 from maskcl.core.convert import convert
-from maskcl.data import BENCHMARKS, Scenario, npz_scenario
+from maskcl.data import BENCHMARKS, Scenario, data_scenario
 from maskcl.errors import MaskclError
 from maskcl.methods import Method, method_class
 from maskcl.models import create_model
@@ -63,10 +63,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_scenario(config: RunConfig) -> Scenario:
-    """The scenario named by the config: a benchmark, or the user's .npz split or permuted."""
+    """The scenario named by the config: a benchmark, or the user's .npz file or image folder, split or
+    permuted."""
     options = {"val_fraction": config.val_fraction, "seed": config.seed, "class_order": config.class_order}
     if config.data is not None:
-        return npz_scenario(config.data, scenario=config.scenario, num_tasks=config.num_tasks, **options)
+        return data_scenario(config.data, scenario=config.scenario, num_tasks=config.num_tasks, **options)
     builder, default_tasks = BENCHMARKS[config.benchmark]
     return builder(config.num_tasks or default_tasks, **options)
 

@@ -63,7 +63,11 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict, metadata={"flag": False})
     plugins: tuple[str, ...] = _option((), "modules to import first, whose methods register themselves")
     benchmark: str = _option("split-fmnist", "the benchmark", choices=tuple(BENCHMARKS))
-    data: str | None = _option(None, "your own data, a .npz file (x_train, y_train, x_test, y_test)")
+    data: str | None = _option(
+        None,
+        "your own data: a .npz file (x_train, y_train, x_test, y_test), or a folder of images in class "
+        "subfolders (with train/ and test/, or split by --seed)",
+    )
     scenario: str = _option("split", "how --data is cut into tasks", choices=("split", "permuted"))
     num_tasks: int | None = _option(None, "number of tasks (default: 5 split, 10 permuted)")
     class_order: str = _option(

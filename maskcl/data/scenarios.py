@@ -28,6 +28,7 @@ import torch
 
 from maskcl.data.cifar import load_cifar10, load_cifar100
 from maskcl.data.fashion_mnist import load_fashion_mnist
+from maskcl.data.folder import load_image_folder
 from maskcl.data.mnist import load_mnist
 from maskcl.errors import MaskclError
 from maskcl.resources import check_fits
@@ -439,7 +440,7 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return arrays
 
 
-def npz_scenario(
+def data_scenario(
     path: str | Path,
     scenario: str = "split",
     num_tasks: int | None = None,
@@ -449,7 +450,9 @@ def npz_scenario(
     name: str | None = None,
     class_order: str = "sorted",
 ) -> Scenario:
-    """Build a ``"split"`` or ``"permuted"`` scenario from a ``.npz`` file (see :func:`load_npz`).
+    """Build a ``"split"`` or ``"permuted"`` scenario from a user's data: a ``.npz`` file (see
+    :func:`load_npz`) or a folder of images (:func:`~maskcl.data.folder.load_image_folder`; without
+    ``train/`` and ``test/`` subfolders its images are split by ``seed``).
 
     ``num_tasks`` defaults to two classes per task for ``"split"`` and to 10 tasks for ``"permuted"``;
     ``name`` defaults to ``"<scenario>-<file stem>"``.
@@ -458,7 +461,7 @@ def npz_scenario(
     if scenario not in builders:
         raise MaskclError(f"unknown scenario {scenario!r}: choose one of {', '.join(map(repr, builders))}")
     _check_class_order(class_order, scenario)
-    data = load_npz(path)
+    data = load_image_folder(path, seed=seed) if Path(path).is_dir() else load_npz(path)
     if num_tasks is None:
         num_tasks = max(1, len(np.unique(data[1])) // 2) if scenario == "split" else 10
     name = name if name is not None else f"{scenario}-{Path(path).stem}"

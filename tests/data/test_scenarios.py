@@ -11,8 +11,8 @@ import torch
 from maskcl.data import (
     Scenario,
     TaskData,
+    data_scenario,
     load_npz,
-    npz_scenario,
     permuted_fashion_mnist,
     permuted_scenario,
     prepare_inputs,
@@ -310,9 +310,9 @@ def test_npz_split_and_permuted_scenarios(tmp_path: Path) -> None:
     path = save_npz(tmp_path / "mydata.npz", **good_arrays())
     for got, want in zip(load_npz(path), toy(), strict=True):
         np.testing.assert_array_equal(got, want)
-    split = npz_scenario(path)
+    split = data_scenario(path)
     assert split.name == "split-mydata" and split.num_tasks == 3 and split.classes_per_task == [2, 2, 2]
-    permuted = npz_scenario(path, "permuted", 2, name="p")
+    permuted = data_scenario(path, "permuted", 2, name="p")
     assert permuted.name == "p" and permuted.num_tasks == 2 and permuted.input_shape == (1, 4, 4)
 
 
@@ -320,7 +320,7 @@ def test_npz_flat_float_features(tmp_path: Path) -> None:
     arrays = good_arrays()
     arrays["x_train"] = arrays["x_train"].reshape(60, 16) / 7.0
     arrays["x_test"] = arrays["x_test"].reshape(24, 16) / 7.0
-    s = npz_scenario(save_npz(tmp_path / "flat.npz", **arrays), num_tasks=2)
+    s = data_scenario(save_npz(tmp_path / "flat.npz", **arrays), num_tasks=2)
     assert s.input_shape == (16,) and s.classes_per_task == [3, 3]
 
 
@@ -379,12 +379,12 @@ NPZ_ERRORS = {
 def test_npz_errors_name_the_problem_in_one_line(tmp_path: Path, make, message: str) -> None:
     path = make(tmp_path)
     with pytest.raises(MaskclError) as info:
-        npz_scenario(path)
+        data_scenario(path)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_npz_unknown_scenario_name(tmp_path: Path) -> None:
     path = save_npz(tmp_path / "ok.npz", **good_arrays())
     with pytest.raises(MaskclError) as info:
-        npz_scenario(path, "rotated")
+        data_scenario(path, "rotated")
     assert str(info.value) == "unknown scenario 'rotated': choose one of 'split', 'permuted'"
