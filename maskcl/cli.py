@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import signal
 import sys
 import types
@@ -101,6 +102,28 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+FLAG_GROUPS = {
+    "data": ("benchmark", "data", "scenario", "num_tasks", "class_order", "val_fraction"),
+    "model": ("arch", "hidden", "channels", "dropout", "input_dropout"),
+    "method": ("method", "plugins", "task_inference"),
+    "optimisation": (
+        "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+        "lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip",
+    ),
+    "run": ("seed", "device"),
+}  # fmt: skip
+"""``maskcl run --help``'s groups of the config's fields (the run-control flags go in ``run``)."""
+
+RUN_EXAMPLES = """examples:
+  maskcl run                                           # HAT on Split Fashion-MNIST, the paper's MLP
+  maskcl run --method packnet --optimizer adamw --lr 1e-3 --weight-decay 0.01
+  maskcl run --benchmark permuted-fmnist --num-tasks 10 --hidden 1000,1000 --lr-schedule cosine
+  maskcl run --data images/ --arch resnet20 --task-inference --seeds 0,1,2 --out runs/mine
+  maskcl run --config experiment.yaml --lr 0.01 --print-config
+
+methods: {methods}; maskcl run --method NAME --help lists NAME's options"""
+
+
 def _add_flag(group, name: str, kind, default, help_text: str, choices=None, const=None) -> None:
     """``--name`` for a config field of type ``kind`` (see :func:`maskcl.config.check_value`); with
     ``const``, the value may be left out (``--name`` alone means ``const``)."""
@@ -109,7 +132,10 @@ def _add_flag(group, name: str, kind, default, help_text: str, choices=None, con
     base = next(k for k in options if k is not type(None))
     flag = "--" + name.replace("_", "-")
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-    text = (help_text if default in (None, ()) else f"{help_text} (default: {shown})").replace("%", "%%")
+    if default in (None, ()):
+        shown = "none"
+    text = help_text if "default" in help_text else f"{help_text} (default: {shown})"
+    text = text.replace("%", "%%")
     if base is bool:
         group.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         return
@@ -142,36 +168,45 @@ def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
         "run",
         help="train a continual-learning run and report its metrics",
         argument_default=argparse.SUPPRESS,
-        epilog=f"methods: {', '.join(list_methods())}; maskcl run --method NAME --help lists NAME's options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUN_EXAMPLES.format(methods=", ".join(list_methods())),
     )
-    p.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these options; flags win")
-    p.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR with its own config")
-    p.add_argument(
+    groups = {name: p.add_argument_group(name) for name in FLAG_GROUPS}
+    run_group = groups["run"]
+    run_group.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these options; flags win")
+    run_group.add_argument("--print-config", action="store_true", help="print the complete config and exit")
+    run_group.add_argument(
+        "--resume", metavar="DIR", help="continue the stopped run in DIR with its own config"
+    )
+    run_group.add_argument(
         "--auto-resume",
         action="store_true",
         help="start, continue or report the run of these options in --out DIR (one line for requeues)",
     )
-    p.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
+    run_group.add_argument("--seeds", type=_int_list, help="run each seed, e.g. 0,1,2, and summarise them")
     for name, field in RUN_FIELDS.items():
         choices = list_methods() if name == "method" else field.metadata.get("choices")
         default, help_text = getattr(DEFAULTS, name), field.metadata["help"]
-        _add_flag(p, name, RUN_TYPES[name], default, help_text, choices, field.metadata.get("const"))
+        group = groups[next((g for g, names in FLAG_GROUPS.items() if name in names), "run")]
+        _add_flag(group, name, RUN_TYPES[name], default, help_text, choices, field.metadata.get("const"))
     config_class = method_class(method).config_class
     group = p.add_argument_group(f"options of method {method}")
     for field, kind in zip(dataclasses.fields(config_class), option_types(method).values()):
         help_text = field.metadata.get("help", field.name)
         _add_flag(group, field.name, kind, field.default, help_text, field.metadata.get("choices"))
-    p.add_argument(
+    run_group.add_argument(
         "--joint-reference", metavar="RESULTS.json", help="a joint run's results: adds HAT's forgetting ratio"
     )
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<benchmark>-<method>-<time>)")
-    p.add_argument(
+    run_group.add_argument(
+        "--out", metavar="DIR", help="run folder (default: runs/<benchmark>-<method>-<time>)"
+    )
+    run_group.add_argument(
         "--checkpoint-interval",
         type=float,
         help=f"seconds between checkpoints in a task; 0: every step, inf: at task ends only "
-        f"({DEFAULT_CHECKPOINT_INTERVAL})",
+        f"(default: {DEFAULT_CHECKPOINT_INTERVAL})",
     )
-    p.add_argument("--quiet", action="store_true", help="print only the final table; no progress bar")
+    run_group.add_argument("--quiet", action="store_true", help="print only the final table; no progress bar")
 
     e = commands.add_parser("eval", help="re-evaluate a run's saved model")
     e.add_argument("dir", metavar="DIR", help="a run folder")
@@ -387,6 +422,9 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         mode = "resume"
     else:
         config, options = _settings(args)
+        if "print_config" in given:  # the complete config these flags and files make; nothing runs
+            print(json.dumps(config.to_dict(), indent=2))
+            return
         if "auto_resume" in given and not options["out"]:
             raise MaskclError("--auto-resume needs --out DIR: the folder the command starts or continues")
         out = Path(options["out"]) if options["out"] else _default_out(config)

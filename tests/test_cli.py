@@ -323,3 +323,34 @@ def test_a_task_predictor_that_cannot_serve_the_method_says_why_and_writes_nothi
     assert code == 2 and err.count("\n") == 1, err
     assert "the one-shot predictor needs superposed supermasks (method supsup)" in err
     assert not out.exists()
+
+
+def test_print_config_prints_the_complete_config_writes_nothing_and_reads_back(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["run", "--method", "packnet", "--lr", "0.01", "--retrain-epochs", "2", "--print-config"]) == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["method"] == "packnet" and printed["lr"] == 0.01 and printed["retrain_epochs"] == 2
+    assert "s_max" not in printed and list(tmp_path.iterdir()) == []  # nothing run, nothing written
+    (tmp_path / "printed.json").write_text(json.dumps(printed))
+    assert main(["run", "--config", str(tmp_path / "printed.json"), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == printed
+
+
+def test_run_help_groups_the_flags_and_shows_every_default(capsys):
+    from maskcl.cli import FLAG_GROUPS, build_parser
+    from maskcl.config import RUN_FIELDS
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    heads = [f"\n{group}:\n" for group in FLAG_GROUPS] + ["\noptions of method hat:\n", "\nexamples:\n"]
+    positions = [text.find(head) for head in heads]
+    assert -1 not in positions and positions == sorted(positions)
+    run_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
+    groups = {a.dest: g.title for g in run_parser._action_groups for a in g._group_actions}
+    for name in RUN_FIELDS:
+        action = next(a for a in run_parser._actions if a.dest == name)
+        assert "default" in action.help, name
+        assert groups[name] == next((g for g, names in FLAG_GROUPS.items() if name in names), "run"), name
