@@ -268,6 +268,10 @@ def config_from_dict(
         raise MaskclError(f"{source}: {err}") from None
     if run["method"] != base.method:
         options = {}
+    try:
+        values = _with_method_section(values, run["method"])
+    except MaskclError as err:
+        raise MaskclError(f"{source}: {err}") from None
     missing = [key for key in [*RUN_FIELDS, *kinds] if key not in values]
     if complete and missing:
         raise MaskclError(
@@ -289,6 +293,22 @@ def config_from_dict(
     except MaskclError as err:
         raise MaskclError(f"{source}: {err}") from None
     return config
+
+
+def _with_method_section(values: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """``values`` with the section of ``method`` (a key named after a method, holding a mapping of its
+    options, e.g. ``hat: {s_max: 400}``) merged in and every method's section taken out: one file can
+    hold the options of several methods, and a run takes its own method's."""
+    methods = set(list_methods())
+    flat = {k: v for k, v in values.items() if not (k in methods and isinstance(v, dict))}
+    section = values.get(method)
+    if not isinstance(section, dict):
+        return flat
+    section = {str(k).replace("-", "_"): v for k, v in section.items()}
+    twice = sorted(set(section) & set(flat))
+    if twice:
+        raise MaskclError(f"{twice[0]!r} is given both at the top and in the {method} section")
+    return {**flat, **section}
 
 
 def methods_taking(key: str, method: str) -> list[str]:

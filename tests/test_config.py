@@ -631,3 +631,21 @@ def test_a_format_4_config_reads_with_no_schedule_and_no_clipping():
     upgraded = upgrade_config(old, 4)
     assert upgraded["lr_schedule"] == "constant" and upgraded["grad_clip"] is None
     assert upgrade_config({**old, "lr_schedule": "cosine"}, 5) == {**old, "lr_schedule": "cosine"}
+
+
+def test_a_config_file_holds_a_section_per_method_and_a_run_takes_its_own(tmp_path, capsys):
+    config = tmp_path / "all.json"
+    sections = {"lr": 0.01, "hat": {"s-max": 300, "c": 0.5}, "packnet": {"retrain_epochs": 2}}
+    config.write_text(json.dumps(sections))
+    code, out, _ = cli(["run", "--config", str(config), "--print-config"], capsys)
+    hat = json.loads(out)
+    assert code == 0 and hat["s_max"] == 300 and hat["c"] == 0.5 and hat["lr"] == 0.01
+    assert "retrain_epochs" not in hat and "hat" not in hat
+    code, out, _ = cli(["run", "--config", str(config), "--method", "packnet", "--print-config"], capsys)
+    packnet = json.loads(out)
+    assert packnet["retrain_epochs"] == 2 and "s_max" not in packnet
+    code, out, _ = cli(["run", "--config", str(config), "--s-max", "200", "--print-config"], capsys)
+    assert json.loads(out)["s_max"] == 200  # flags still win
+    config.write_text(json.dumps({"s_max": 100, "hat": {"s_max": 300}}))
+    code, _, err = cli(["run", "--config", str(config), "--print-config"], capsys)
+    assert_one_line_error(code, err, "'s_max' is given both at the top and in the hat section")
