@@ -2,7 +2,8 @@
 
 - ``maskcl run``: trains a continual-learning run into a run folder (``--out DIR``, see
   :mod:`maskcl.runs`) and prints the accuracy matrix with ACC, BWT and forgetting. ``--config FILE``
-  sets any flag from a YAML/JSON file (flags given on the command line win), ``--seeds 0,1,2`` runs each
+  sets any flag from a YAML/JSON file, ``key=value`` items (``lr=0.01 hat.s_max=400``) override the file,
+  and flags given on the command line win over both; ``--seeds 0,1,2`` runs each
   seed and writes a summary, ``--resume DIR`` continues a stopped run, ``--auto-resume`` makes the same
   command line start, continue or report the run in ``--out DIR`` (for schedulers that requeue).
 - ``maskcl eval DIR``: re-evaluates a run's saved model after any of its tasks, on any learned task.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import signal
 import sys
 import types
@@ -40,6 +42,7 @@ from maskcl.config import (
     config_from_dict,
     methods_taking,
     option_types,
+    parse_overrides,
     read_config_file,
 )
 from maskcl.core.context import task_state
@@ -120,6 +123,7 @@ RUN_EXAMPLES = """examples:
   maskcl run --benchmark permuted-fmnist --num-tasks 10 --hidden 1000,1000 --lr-schedule cosine
   maskcl run --data images/ --arch resnet20 --task-inference --seeds 0,1,2 --out runs/mine
   maskcl run --config experiment.yaml --lr 0.01 --print-config
+  maskcl run --config experiment.yaml epochs=10 hat.s_max=800       # key=value overrides (OmegaConf)
 
 methods: {methods}; maskcl run --method NAME --help lists NAME's options"""
 
@@ -234,18 +238,33 @@ def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.-]*=")
+"""A ``maskcl run`` argument that is a ``key=value`` override (``lr=0.01``, ``hat.s_max=400``)."""
+OVERRIDES = "the key=value overrides"
+
+
+def _split_overrides(extras: list[str]) -> tuple[list[str], list[str]]:
+    """``extras`` as (the ``key=value`` overrides, the rest)."""
+    overrides = [item for item in extras if OVERRIDE.match(item)]
+    return overrides, [item for item in extras if not OVERRIDE.match(item)]
+
+
 def _method_of(argv: list[str]) -> str:
-    """The method a ``maskcl run`` command line is for (its ``--method``, else its config file's, else the
-    default), once the plug-in modules it names are imported: its flags are that method's."""
+    """The method a ``maskcl run`` command line is for (its ``--method``, else its ``method=`` override,
+    else its config file's, else the default), once the plug-in modules it names are imported: its flags
+    are that method's."""
     if not argv or argv[0] != "run":
         return DEFAULTS.method
     peek = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     for flag in ("--method", "--config", "--plugins", "--resume"):
         peek.add_argument(flag)
-    known = vars(peek.parse_known_args(argv[1:])[0])
+    known, extras = peek.parse_known_args(argv[1:])
+    known = vars(known)
     if "resume" in known:  # the run's own config says; a flag besides is refused later
         return DEFAULTS.method
     file_values = read_config_file(known["config"]) if "config" in known else {}
+    overrides = _split_overrides(extras)[0]
+    file_values |= {k: v for k, v in parse_overrides(overrides).items() if k in ("method", "plugins")}
     try:
         plugins = check_value("plugins", file_values.get("plugins", ()), RUN_TYPES["plugins"])
         if "plugins" in known:
@@ -268,23 +287,37 @@ def _unrecognised(extras: list[str], method: str) -> str:
 
 
 def _settings(args: argparse.Namespace) -> tuple[RunConfig, dict]:
-    """The run's config and run options: defaults, then the config file, then the flags given."""
+    """The run's config and run options: defaults, then the config file, then the ``key=value``
+    overrides, then the flags given."""
     given = vars(args)
-    file_values = read_config_file(args.config) if "config" in given else {}
+    file = given.get("config", "")
+    layers = [
+        (file, read_config_file(file) if file else {}),
+        (OVERRIDES, parse_overrides(given.get("overrides", []))),
+    ]
     options = dict(RUN_DEFAULTS)
     for key in RUN_OPTIONS:
-        if key in file_values:
-            try:
-                options[key] = _run_option(key, check_value(key, file_values.pop(key), RUN_OPTIONS[key]))
-            except MaskclError as err:
-                raise MaskclError(f"{args.config}: {err}") from None
+        for source, values in layers:
+            if key in values:
+                try:
+                    options[key] = _run_option(key, check_value(key, values.pop(key), RUN_OPTIONS[key]))
+                except MaskclError as err:
+                    raise MaskclError(f"{source}: {err}") from None
         if key in given:
             options[key] = _run_option(key, given[key])
-    if file_values:
-        for key in ("method", "plugins"):  # the flags choose the method whose options the file holds
-            if key in given:
-                file_values[key] = given[key]
-    config = config_from_dict(file_values, source=args.config) if file_values else RunConfig()
+    for key in ("method", "plugins"):  # the later layers choose the method whose options the earlier hold
+        chosen = given.get(key, layers[1][1].get(key))
+        for _, values in layers:
+            if chosen is not None and values:
+                values[key] = chosen
+    config = RunConfig()
+    for source, values in layers:
+        if values:
+            config = config_from_dict(values, source=source, base=config)
+    method = given.get("method", config.method)
+    other = next((k for k, v in layers[1][1].items() if k != method and k in list_methods() and v), None)
+    if other:  # a file may hold several methods' sections; a command line's are for its run
+        raise MaskclError(f"{OVERRIDES}: {other}.* sets options of {other}, but the run's method is {method}")
     run_flags = {k: v for k, v in given.items() if k in RUN_FIELDS}
     kinds = option_types(run_flags.get("method", config.method))
     method_flags = {k: v for k, v in given.items() if k in kinds}
@@ -410,7 +443,7 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         out = Path(args.resume)
         clashes = [k for k in given if k not in ("command", "resume", "quiet", "checkpoint_interval")]
         if clashes:
-            flag = "--" + clashes[0].replace("_", "-")
+            flag = given["overrides"][0] if clashes[0] == "overrides" else "--" + clashes[0].replace("_", "-")
             raise MaskclError(f"--resume continues {out} with its own config: drop {flag}")
         if (out / SWEEP).exists():
             config_values, seeds = SweepFolder(out, "resume").read()
@@ -509,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
             argv = sys.argv[1:] if argv is None else list(argv)
             method = _method_of(argv)
             args, extras = build_parser(method).parse_known_args(argv)
+            if args.command == "run":
+                overrides, extras = _split_overrides(extras)
+                if overrides:
+                    args.overrides = overrides
             if extras:
                 raise MaskclError(_unrecognised(extras, method))
             commands = {

@@ -20,14 +20,14 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maskcl.checkpoint import parse_json
 from maskcl.data import BENCHMARKS
-from maskcl.errors import MaskclError
+from maskcl.errors import MaskclError, one_line
 from maskcl.methods import MethodConfig, list_methods, load_plugins, method_class
 from maskcl.methods.base import make_config
 from maskcl.models import list_models
@@ -41,6 +41,7 @@ __all__ = [
     "config_from_dict",
     "methods_taking",
     "option_types",
+    "parse_overrides",
     "read_config_file",
     "upgrade_config",
 ]
@@ -202,7 +203,45 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise MaskclError(f"{path} must hold a mapping of option: value, not a {type(values).__name__}")
+    return _underscored(values)
+
+
+def _underscored(values: Mapping[Any, Any]) -> dict[str, Any]:
+    """``values`` with ``-`` in its keys turned into ``_``."""
     return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` items as a config mapping, through OmegaConf's dot-list: values are read as YAML
+    (``0.01``, ``true``, ``null``, ``[400, 400]``), a dotted key is a section's (``hat.s_max=400`` is
+    ``{"hat": {"s_max": 400}}``), ``-`` in keys is ``_``. A one-line error names a malformed item."""
+    if not items:
+        return {}
+    try:
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+    except ImportError:
+        raise MaskclError("key=value overrides need OmegaConf: pip install 'maskcl[config]'") from None
+    values: dict[str, Any] = {}
+    for item in items:
+        key = item.split("=", 1)[0]
+        if not key or key.startswith(".") or key.endswith(".") or ".." in key:
+            raise MaskclError(f"override {item!r} must be key=value, e.g. lr=0.01 or hat.s_max=400")
+        try:
+            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([item]))
+        except (OmegaConfBaseException, ValueError) as err:
+            raise MaskclError(f"override {item!r} cannot be read ({one_line(err)})") from None
+        _merge(values, _underscored(parsed))
+    return values
+
+
+def _merge(into: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Merge ``values`` into ``into``, sections (mappings) key by key, the later value winning."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], _underscored(value))
+        else:
+            into[key] = _underscored(value) if isinstance(value, dict) else value
 
 
 def check_value(key: str, value: Any, kind: Any) -> Any:

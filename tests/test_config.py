@@ -649,3 +649,48 @@ def test_a_config_file_holds_a_section_per_method_and_a_run_takes_its_own(tmp_pa
     config.write_text(json.dumps({"s_max": 100, "hat": {"s_max": 300}}))
     code, _, err = cli(["run", "--config", str(config), "--print-config"], capsys)
     assert_one_line_error(code, err, "'s_max' is given both at the top and in the hat section")
+
+
+def test_key_value_overrides_sit_between_the_config_file_and_the_flags(tmp_path, capsys):
+    pytest.importorskip("omegaconf")
+    config = tmp_path / "all.yaml"
+    config.write_text("epochs: 3\nlr: 0.01\nhat:\n  s_max: 300\npacknet:\n  prune: 0.6\n")
+    args = ["run", "--config", str(config), "epochs=2", "hat.s_max=500", "batch-size=32", "hidden=[100,100]"]
+    code, out, err = cli([*args, "--lr", "0.2", "--print-config"], capsys)
+    values = json.loads(out)
+    assert code == 0, err
+    assert (values["epochs"], values["s_max"], values["batch_size"]) == (2, 500, 32)
+    assert values["hidden"] == [100, 100] and values["lr"] == 0.2  # the flag wins over the file
+    code, out, _ = cli(["run", "--config", str(config), "method=packnet", "--print-config"], capsys)
+    packnet = json.loads(out)  # method= chooses the file's packnet section and packnet's flags
+    assert packnet["method"] == "packnet" and packnet["prune"] == 0.6 and packnet["epochs"] == 3
+    args = ["run", "method=packnet", "packnet.prune=0.7", "--retrain-epochs", "3", "--print-config"]
+    code, out, _ = cli(args, capsys)
+    packnet = json.loads(out)
+    assert (packnet["prune"], packnet["retrain_epochs"]) == (0.7, 3)
+    code, out, _ = cli(["run", "seeds=0,1", "--print-config"], capsys)
+    assert code == 0 and "seeds" not in json.loads(out)  # a run option, not the config
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["lr=abc"], "lr must be a number, got 'abc'"),
+        (["hat.s_max=1", "s_max=2"], "'s_max' is given both at the top and in the hat section"),
+        (["nothing=1"], "unknown key 'nothing'"),
+        (["packnet.prune=0.7"], "packnet.* sets options of packnet, but the run's method is hat"),
+        (["hat..s_max=1"], "must be key=value"),
+        (["lr=0.1", "stray"], "unrecognized arguments: stray"),
+    ],
+)
+def test_a_bad_override_is_a_one_line_error_and_runs_nothing(tmp_path, capsys, monkeypatch, args, fragment):
+    pytest.importorskip("omegaconf")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["run", *args, *FAST], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert dirs(tmp_path) == []
+
+
+def test_a_resume_takes_no_override(tmp_path, capsys):
+    code, _, err = cli(["run", "--resume", str(tmp_path), "lr=0.1"], capsys)
+    assert_one_line_error(code, err, "drop lr=0.1")
