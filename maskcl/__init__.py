@@ -10,12 +10,14 @@ The public API, in a few namespaces:
 - :mod:`maskcl.methods`: the methods, each with its config dataclass;
 - :mod:`maskcl.predictors`: task predictors for the task id unknown at test time (:func:`create_predictor`,
   :func:`list_predictors`, :func:`register_predictor`);
+- :mod:`maskcl.loggers`: where a run's metrics also go (:func:`list_loggers`, :func:`register_logger`);
 - :mod:`maskcl.data` and :mod:`maskcl.metrics`: scenarios and benchmarks; ACC, BWT, forgetting.
 """
 
 from maskcl.config import RunConfig
 from maskcl.core import convert, set_task
 from maskcl.errors import MaskclError
+from maskcl.loggers import list_loggers, register_logger
 from maskcl.methods import Method, MethodConfig, create_method, list_methods, register_method
 from maskcl.methods.hat import HAT
 from maskcl.models import TaskModel, create_model, list_models
@@ -36,10 +38,12 @@ __all__ = [
     "create_method",
     "create_model",
     "create_predictor",
+    "list_loggers",
     "list_methods",
     "list_models",
     "list_predictors",
     "load_run",
+    "register_logger",
     "register_method",
     "register_predictor",
     "run",

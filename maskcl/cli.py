@@ -49,6 +49,7 @@ from maskcl.core.context import task_state
 from maskcl.distributed import launched_rank
 from maskcl.errors import MaskclError, MaskclWarning
 from maskcl.evaluation import evaluate
+from maskcl.loggers import check_loggers, list_loggers
 from maskcl.methods import list_methods, load_plugins, method_class
 from maskcl.metrics import AccuracyMatrix, validate_accuracy_matrix
 from maskcl.report import write_report
@@ -90,6 +91,7 @@ RUN_OPTIONS = {
     "checkpoint_interval": float,
     "joint_reference": str | None,
     "quiet": bool,
+    "loggers": tuple[str, ...] | None,
 }
 """``maskcl run`` flags that are not part of a run's config (settable in a config file too)."""
 RUN_DEFAULTS = {
@@ -98,7 +100,12 @@ RUN_DEFAULTS = {
     "checkpoint_interval": DEFAULT_CHECKPOINT_INTERVAL,
     "joint_reference": None,
     "quiet": False,
+    "loggers": None,
 }
+
+
+RESUME_OPTIONS = ("quiet", "checkpoint_interval", "loggers")
+"""The run options a resumed run may change: how it reports and saves, never what it computes."""
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -211,6 +218,13 @@ def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
         f"(default: {DEFAULT_CHECKPOINT_INTERVAL})",
     )
     run_group.add_argument("--quiet", action="store_true", help="print only the final table; no progress bar")
+    run_group.add_argument(
+        "--loggers",
+        type=_name_list,
+        metavar="NAME,...",
+        help=f"where the metrics also go, besides metrics.csv: {', '.join(list_loggers())}, or none "
+        "(default: tensorboard when installed; a resumed run keeps its own)",
+    )
 
     e = commands.add_parser("eval", help="re-evaluate a run's saved model")
     e.add_argument("dir", metavar="DIR", help="a run folder")
@@ -337,6 +351,8 @@ def _run_option(key: str, value):
     if key == "seeds" and value is not None and len(set(value)) < len(value):
         repeated = sorted({s for s in value if value.count(s) > 1})
         raise MaskclError(f"--seeds lists seed {repeated[0]} more than once")
+    if key == "loggers" and value is not None:
+        value = check_loggers(() if tuple(value) == ("none",) else tuple(value))
     return value
 
 
@@ -441,7 +457,7 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
     given = vars(args)
     if "resume" in given:
         out = Path(args.resume)
-        clashes = [k for k in given if k not in ("command", "resume", "quiet", "checkpoint_interval")]
+        clashes = [k for k in given if k not in ("command", "resume", *RESUME_OPTIONS)]
         if clashes:
             flag = given["overrides"][0] if clashes[0] == "overrides" else "--" + clashes[0].replace("_", "-")
             raise MaskclError(f"--resume continues {out} with its own config: drop {flag}")
@@ -451,7 +467,7 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
         else:
             config, seeds = read_run_config(out), None
         options = {**RUN_DEFAULTS, "seeds": seeds, "out": str(out)}
-        options |= {k: _run_option(k, given[k]) for k in ("quiet", "checkpoint_interval") if k in given}
+        options |= {k: _run_option(k, given[k]) for k in RESUME_OPTIONS if k in given}
         mode = "resume"
     else:
         config, options = _settings(args)
@@ -468,7 +484,8 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
     interval = options["checkpoint_interval"]
     try:
         if options["seeds"] is None:
-            _run_one(config, RunFolder(out, interval, mode), options, stopper, joint)
+            folder = RunFolder(out, interval, mode, loggers=options["loggers"])
+            _run_one(config, folder, options, stopper, joint)
             return
 
         def run_one(seed_config: RunConfig, folder: RunFolder) -> dict:
@@ -478,7 +495,8 @@ def command_run(args: argparse.Namespace, stopper: _Stopper) -> None:
                 print(f"seed {seed_config.seed}: {folder.path}")
             return _run_one(seed_config, folder, options, stopper, joint)
 
-        summary = run_seeds(config, options["seeds"], SweepFolder(out, mode), interval, run_one)
+        sweep = SweepFolder(out, mode, options["loggers"])
+        summary = run_seeds(config, options["seeds"], sweep, interval, run_one)
         if launched_rank() != 0:
             return
         stats = [(k, summary[k]) for k in [*METRICS, *OPTIONAL_METRICS] if k in summary]

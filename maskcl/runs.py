@@ -8,7 +8,8 @@ One run (one seed) writes into its folder::
     checkpoint.safetensors       the latest training state (model, optimizer, method, RNG, position)
     models/task-K.safetensors    the model after task K (what ``maskcl eval --after-task K`` loads)
     metrics.csv                  one row per epoch (train loss, val acc) and per task end (test accs)
-    tensorboard/                 the same scalars as TensorBoard events, when tensorboard is installed
+    tensorboard/, wandb/         the loggers' files (TensorBoard by default, when it is installed; see
+                                 :mod:`maskcl.loggers`), written from the same rows
     results.json                 the final results: the same bytes for the same config on a machine
 
 What is promised, and how:
@@ -19,7 +20,8 @@ What is promised, and how:
   that fails removes only the files it created itself, and only when they hold nothing to resume.
 - **Every write is atomic** (:func:`maskcl.checkpoint.write_atomic`). A kill can leave a temporary file
   ``.NAME.XXXXXXXX.tmp``; the next start or resume removes them, and ``tensorboard/`` is rebuilt from
-  ``metrics.csv`` at each resume, so the folder does not grow under repeated preemption.
+  ``metrics.csv`` at each resume, so the folder does not grow under repeated preemption; the other
+  loggers continue their own runs (their ids are kept in ``run.json``).
 - **The states a kill can leave** are all continued: no ``config.json`` (nothing started; begin), a
   config but no checkpoint (killed before its first checkpoint; begin again), a checkpoint (continue from
   it, bit-exactly), ``results.json`` (finished; ``run.json`` is repaired if the kill came between the two).
@@ -64,6 +66,7 @@ from maskcl.checkpoint import (
 from maskcl.claim import LOCK, FolderClaim
 from maskcl.config import config_from_dict, upgrade_config
 from maskcl.errors import MaskclError, MaskclWarning, one_line
+from maskcl.loggers import Logger, Row, check_loggers, create_logger, installed, list_loggers, logger_class
 from maskcl.version import __version__
 
 __all__ = [
@@ -82,7 +85,6 @@ CONFIG = "config.json"
 INFO = "run.json"
 RESULTS = "results.json"
 METRICS_FILE = "metrics.csv"
-TENSORBOARD = "tensorboard"
 MODELS = "models"
 SWEEP = "sweep.json"
 """A multi-seed folder's record of its seeds and base config."""
@@ -132,7 +134,9 @@ class RunFolder:
     ``checkpoint_interval``: seconds between checkpoints inside a task (0: after every step; ``inf``: only at
     task ends). Setting ``stop`` (e.g. from a SIGINT or SIGTERM handler, to the signal's number) while the
     folder is ``active`` makes the run save a checkpoint at its next step and stop with
-    :class:`maskcl.train.Interrupted`.
+    :class:`maskcl.train.Interrupted`. ``loggers``: the names of the loggers the metrics also go to
+    (:mod:`maskcl.loggers`; default: those the run used before, for a new run TensorBoard when it is
+    installed).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class RunFolder:
         path: str | Path,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         mode: str = "new",
+        loggers: Sequence[str] | None = None,
     ) -> None:
         if not checkpoint_interval >= 0:  # NaN too
             raise MaskclError(f"checkpoint_interval must be a number >= 0 seconds, got {checkpoint_interval}")
@@ -151,7 +156,10 @@ class RunFolder:
         self.metric_lines = 0
         self.save_seconds = 0.0  # time spent writing checkpoints in this session
         self._last_save = time.monotonic()
-        self._writer: Any = None
+        self._named = None if loggers is None else check_loggers(loggers)
+        self.loggers = check_loggers(loggers)
+        self._loggers: dict[str, Logger] = {}
+        self._config: dict = {}
         self._claim = FolderClaim(self.path, subfolders=(MODELS,))
         self._checkpointed = False  # this process wrote a checkpoint
         self._info: dict = {}
@@ -230,17 +238,18 @@ class RunFolder:
             try:
                 yield self._begin(config, device)
             except BaseException:
-                self._close_writer()
+                self._close_loggers("killed" if self.stop else "failed")
                 if not self._checkpointed:
                     self._claim.abandon()
                 raise
             finally:
-                self._close_writer()
+                self._close_loggers("killed")
                 self._claim.release()
         finally:
             self.active = False
 
     def _begin(self, config: dict, device: str) -> Opened:
+        self._config = config
         if self.mode == "new":
             self.check_new()
             return self._start(config, device)
@@ -263,7 +272,11 @@ class RunFolder:
         check_format(info, self.path / INFO)
         self._info = info
         _warn_if_other_machine(info, device)
-        return Opened(state=self._load_training_state())
+        if self._named is None and isinstance(info.get("loggers"), dict):
+            self.loggers = _installed_loggers(list(info["loggers"]), self.path)
+        state = self._load_training_state()
+        self._write_info(info.get("state", "running"), info.get("timing"))  # the loggers' states
+        return Opened(state=state)
 
     def _check_same_config(self, config: dict) -> None:
         saved = self.saved_config()
@@ -280,7 +293,8 @@ class RunFolder:
         """Begin the run here; ``over``: replace what an earlier attempt, stopped before its first
         checkpoint, left (the same config's files)."""
         if over:
-            for name in (INFO, METRICS_FILE, TENSORBOARD, MODELS):
+            logger_files = [file for name in list_loggers() for file in logger_class(name).files]
+            for name in (INFO, METRICS_FILE, MODELS, *logger_files):
                 path = self.path / name
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
@@ -288,8 +302,8 @@ class RunFolder:
                     path.unlink(missing_ok=True)
         self._claim.write(self.path / CONFIG, _json_bytes(config))
         self._info = {"threads": torch.get_num_threads(), "device": device}
-        self._write_info("running")
         self._open_logs(0)
+        self._write_info("running")
         return Opened()
 
     def _write_info(self, state: str, timing: dict | None = None) -> None:
@@ -302,6 +316,13 @@ class RunFolder:
             "device": self._info.get("device"),
             "timing": timing,
         }
+        previous = self._info.get("loggers", {})
+        states = {
+            name: self._loggers[name].state_dict() if name in self._loggers else previous.get(name, {})
+            for name in self.loggers
+        }
+        # the run's loggers; without --loggers, one not installed in this session is kept for the next
+        info["loggers"] = (previous if self._named is None else {}) | states
         self._claim.write(self.path / INFO, _json_bytes(info))
 
     # ------------------------------------------------------------------------------------- checkpoints
@@ -365,41 +386,40 @@ class RunFolder:
     # ------------------------------------------------------------------------------------------ metrics
     def _open_logs(self, lines: int) -> None:
         """Keep the first ``lines`` rows of metrics.csv (all rows up to the checkpoint) and append from there;
-        rebuild ``tensorboard/`` from those rows (when tensorboard is installed), so that events written
-        after the checkpoint, and the files of earlier sessions, are gone."""
+        start each logger with those rows (TensorBoard's files are written anew from them, so that events
+        written after the checkpoint, and the files of earlier sessions, are gone)."""
         path = self.path / METRICS_FILE
-        rows = path.read_text().splitlines(keepends=True)[1:] if path.exists() else []
-        if len(rows) < lines:
+        text = path.read_text().splitlines(keepends=True)[1:] if path.exists() else []
+        if len(text) < lines:
             warnings.warn(
-                f"{path} has {len(rows)} rows, fewer than the {lines} the checkpoint counted: "
+                f"{path} has {len(text)} rows, fewer than the {lines} the checkpoint counted: "
                 "the missing rows are not written again",
                 MaskclWarning,
                 stacklevel=2,
             )
-        rows = rows[:lines]
-        self._claim.write(path, (",".join(METRIC_COLUMNS) + "\n" + "".join(rows)).encode())
-        self.metric_lines = len(rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
-            return
-        folder = self.path / TENSORBOARD
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
-        self._claim.note(folder)
-        self._writer = SummaryWriter(str(folder))
-        for number, row in enumerate(csv.reader(rows), start=2):
+        text = text[:lines]
+        rows: list[Row] = []
+        for number, row in enumerate(csv.reader(text), start=2):
             try:
                 task, epoch, name, value = row
-                self._writer.add_scalar(
-                    f"task_{task}/{name}", float(value), _global_step(int(task), int(epoch))
-                )
+                rows.append((int(task), int(epoch), name, float(value)))
             except ValueError:
                 raise MaskclError(f"{path}: line {number} is damaged ({','.join(row)!r})") from None
-        self._writer.flush()
+        self._claim.write(path, (",".join(METRIC_COLUMNS) + "\n" + "".join(text)).encode())
+        self.metric_lines = len(rows)
+        states = self._info.get("loggers", {})
+        for name in self.loggers:
+            logger = create_logger(name, self.path)
+            for file in logger.files:
+                self._claim.note(self.path / file)
+            try:
+                logger.start(self._config, rows, states.get(name))
+            except Exception as err:  # the logger's library: its store unreachable, a bad setting
+                raise MaskclError(f"logger {name} cannot start: {one_line(err)}") from None
+            self._loggers[name] = logger
 
     def log_metrics(self, task: int, epoch: int, values: dict[str, float]) -> None:
-        """Append ``values`` of ``task`` after ``epoch`` (1-based) to metrics.csv and TensorBoard."""
+        """Append ``values`` of ``task`` after ``epoch`` (1-based) to metrics.csv and to the loggers."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         for name, value in values.items():
@@ -407,16 +427,18 @@ class RunFolder:
         with open(self.path / METRICS_FILE, "a") as file:
             file.write(text.getvalue())
         self.metric_lines += len(values)
-        if self._writer is not None:
-            step = _global_step(task, epoch)
-            for name, value in values.items():
-                self._writer.add_scalar(f"task_{task}/{name}", value, step)
-            self._writer.flush()
+        for logger in self._loggers.values():
+            logger.log(task, epoch, {name: float(value) for name, value in values.items()})
 
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def _close_loggers(self, status: str, results: dict | None = None) -> None:
+        """End every logger's session (``finish`` with the results, else ``close`` with ``status``); a logger
+        that fails to close is warned about, never losing the run."""
+        loggers, self._loggers = self._loggers, {}
+        for name, logger in loggers.items():
+            try:
+                logger.finish(results) if results is not None else logger.close(status)
+            except Exception as err:
+                warnings.warn(f"logger {name} did not close: {one_line(err)}", MaskclWarning, stacklevel=2)
 
     def finish(self, results: dict) -> None:
         """Write ``results.json`` (without the timings, kept in run.json), then mark the run finished. A
@@ -432,7 +454,7 @@ class RunFolder:
                 file.write(_json_bytes(kept))
             raise MaskclError(f"{err}; the results were saved to {rescue}") from None
         self._write_info("finished", timing)
-        self._close_writer()
+        self._close_loggers("finished", kept)
 
 
 def _checked_mode(mode: str) -> str:
@@ -452,9 +474,19 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2) + "\n").encode()
 
 
-def _global_step(task: int, epoch: int) -> int:
-    """TensorBoard's step for ``epoch`` of ``task``: tasks are 1000 epochs apart, so curves line up."""
-    return task * 1000 + epoch
+def _installed_loggers(names: list[str], path: Path) -> tuple[str, ...]:
+    """Those of a run's loggers ``names`` that are known and installed in this session (the others warned
+    about: the run goes on without them)."""
+    known = set(list_loggers())
+    usable = tuple(name for name in names if name in known and installed(name))
+    missing = [name for name in names if name not in usable]
+    if missing:
+        warnings.warn(
+            f"{path} logged to {', '.join(missing)}, not installed here: this session does not",
+            MaskclWarning,
+            stacklevel=3,
+        )
+    return usable
 
 
 def _warn_if_other_machine(info: dict, device: str) -> None:
@@ -511,10 +543,12 @@ def read_json(path: Path) -> dict:
 class SweepFolder:
     """The folder of a multi-seed run: ``sweep.json`` (its seeds and base config), ``seed-N/`` run folders
     and ``summary.json``. ``mode`` as for :class:`RunFolder`; a failed start that left no seed's run
-    behind removes what this process created."""
+    behind removes what this process created. ``loggers``: those of every seed's run (as for
+    :class:`RunFolder`)."""
 
-    def __init__(self, path: str | Path, mode: str = "new") -> None:
+    def __init__(self, path: str | Path, mode: str = "new", loggers: Sequence[str] | None = None) -> None:
         self.path, self.mode = Path(path), _checked_mode(mode)
+        self.loggers = check_loggers(loggers)
         self._claim = FolderClaim(self.path)
 
     def read(self) -> tuple[dict, list[int]]:
@@ -533,7 +567,7 @@ class SweepFolder:
 
     def run_folder(self, seed: int, checkpoint_interval: float) -> RunFolder:
         """The run folder of ``seed`` (begun, continued or reported as its state calls for)."""
-        return RunFolder(self.path / f"seed-{seed}", checkpoint_interval, mode="auto")
+        return RunFolder(self.path / f"seed-{seed}", checkpoint_interval, mode="auto", loggers=self.loggers)
 
     @contextmanager
     def session(self, config: dict, seeds: list[int]) -> Iterator[None]:

@@ -11,7 +11,18 @@ from maskcl.core.context import set_task
 from maskcl.data import load_fashion_mnist
 from maskcl.errors import MaskclError
 
-OPTIONAL_EXTRAS = ("timm", "torchvision", "matplotlib", "yaml", "tqdm", "tensorboard", "lightning")
+OPTIONAL_EXTRAS = (
+    "timm",
+    "torchvision",
+    "matplotlib",
+    "yaml",
+    "omegaconf",
+    "tqdm",
+    "tensorboard",
+    "lightning",
+    "mlflow",
+    "wandb",
+)
 """Tests of the optional extras skip where the extra is not installed (``pytest.importorskip``)."""
 
 

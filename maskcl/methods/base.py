@@ -53,6 +53,7 @@ from torch import nn
 from maskcl.core.context import check_task_id, task_state
 from maskcl.core.protection import Protector
 from maskcl.errors import MaskclError, one_line
+from maskcl.registry import Registry
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -227,41 +228,29 @@ def make_config(config_class: type[MethodConfig], options: dict[str, Any], metho
     return config_class(**options)
 
 
-_METHODS: dict[str, type[Method]] = {}
+def _check_config(name: str, cls: type) -> None:
+    config = cls.config_class
+    if not (dataclasses.is_dataclass(config) and issubclass(config, MethodConfig)):
+        raise MaskclError(f"method {name}: config_class must be a MethodConfig dataclass")
+
+
 M = TypeVar("M", bound=type[Method])
+_METHODS: Registry = Registry("method", Method, check=_check_config, discover=lambda: _load_entry_points())
 
 
 def register_method(name: str) -> Callable[[M], M]:
     """Class decorator: register a :class:`Method` subclass under ``name`` (its config class checked)."""
-
-    def register(cls: M) -> M:
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise MaskclError(f"register_method({name!r}) decorates a Method subclass, not {cls!r}")
-        config = cls.config_class
-        if not (dataclasses.is_dataclass(config) and issubclass(config, MethodConfig)):
-            raise MaskclError(f"method {name}: config_class must be a MethodConfig dataclass")
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise MaskclError(f"a method called {name!r} is registered already ({_METHODS[name].__module__})")
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
-
-    return register
+    return _METHODS.register(name, "register_method")
 
 
 def list_methods() -> list[str]:
     """The names of every registered method (installed plug-ins included), sorted."""
-    _load_entry_points()
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
     """The method registered as ``name``, or a one-line error listing the known ones."""
-    if name not in _METHODS:
-        _load_entry_points()
-    if name not in _METHODS:
-        raise MaskclError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 def create_method(name: str, model: nn.Module, **options: Any) -> Method:

@@ -35,6 +35,7 @@ from torch import nn
 from maskcl.core.context import set_task, task_state
 from maskcl.core.layers import TaskHeads
 from maskcl.errors import MaskclError
+from maskcl.registry import Registry
 
 __all__ = [
     "RECOMMENDED",
@@ -51,36 +52,6 @@ __all__ = [
 
 RECOMMENDED = "gaussian"
 """The predictor ``maskcl run --task-inference`` uses without a name (see ``docs/task_inference.md``)."""
-
-_PREDICTORS: dict[str, type[TaskPredictor]] = {}
-P = TypeVar("P", bound="type[TaskPredictor]")
-
-
-def register_predictor(name: str) -> Callable[[P], P]:
-    """Class decorator: register a :class:`TaskPredictor` subclass as ``name``."""
-
-    def add(cls: P) -> P:
-        if not (isinstance(cls, type) and issubclass(cls, TaskPredictor)):
-            raise MaskclError(f"register_predictor({name!r}) decorates a TaskPredictor subclass, not {cls!r}")
-        if name in _PREDICTORS and _PREDICTORS[name] is not cls:
-            raise MaskclError(f"a task predictor named {name!r} is registered already")
-        cls.name = name
-        _PREDICTORS[name] = cls
-        return cls
-
-    return add
-
-
-def list_predictors() -> list[str]:
-    """The registered predictors' names, sorted."""
-    return sorted(_PREDICTORS)
-
-
-def predictor_class(name: str) -> type[TaskPredictor]:
-    """The predictor registered as ``name``, or a one-line error listing the known ones."""
-    if name not in _PREDICTORS:
-        raise MaskclError(f"unknown task predictor {name!r}; known: {', '.join(list_predictors())}")
-    return _PREDICTORS[name]
 
 
 def create_predictor(name: str, **options: Any) -> TaskPredictor:
@@ -225,3 +196,22 @@ class TaskPredictor:
     def memory_bytes(self) -> int:
         """Bytes of the statistics kept (all fitted tasks)."""
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+
+P = TypeVar("P", bound="type[TaskPredictor]")
+_PREDICTORS: Registry = Registry("task predictor", TaskPredictor)
+
+
+def register_predictor(name: str) -> Callable[[P], P]:
+    """Class decorator: register a :class:`TaskPredictor` subclass as ``name``."""
+    return _PREDICTORS.register(name, "register_predictor")
+
+
+def list_predictors() -> list[str]:
+    """The registered predictors' names, sorted."""
+    return _PREDICTORS.names()
+
+
+def predictor_class(name: str) -> type[TaskPredictor]:
+    """The predictor registered as ``name``, or a one-line error listing the known ones."""
+    return _PREDICTORS.get(name)

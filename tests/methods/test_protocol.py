@@ -81,7 +81,7 @@ def test_built_in_methods_are_registered_with_their_config_classes():
 
 
 def test_registry_errors_are_one_line():
-    with pytest.raises(MaskclError, match=r"unknown method 'nope'; known methods: adahat, .*finetune, hat"):
+    with pytest.raises(MaskclError, match=r"unknown method 'nope'; known: adahat, .*finetune, hat"):
         create_method("nope", torch.nn.Linear(2, 2))
     with pytest.raises(MaskclError, match="decorates a Method subclass"):
         register_method("bad")(object)
