@@ -1,5 +1,6 @@
-"""MLflow with real local tracking stores (SQLite and files, what ``mlflow ui`` reads): one MLflow run per run folder, its
-params, per-epoch metric histories and summary, and a stopped run continued as the same MLflow run."""
+"""MLflow with real local tracking stores (SQLite and files, what ``mlflow ui`` reads): one MLflow run per
+run folder, its params, per-epoch metric histories and summary, and a stopped run continued as the same
+MLflow run."""
 
 import json
 
