@@ -118,7 +118,7 @@ FLAG_GROUPS = {
     "method": ("method", "plugins", "task_inference"),
     "optimisation": (
         "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-        "lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip",
+        "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_patience", "lr_min", "early_stop", "grad_clip",
     ),
     "run": ("seed", "device"),
 }  # fmt: skip

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine", "step")
+LR_SCHEDULES = ("constant", "cosine", "step", "patience")
 
 
 def _option(default: Any, help: str, **metadata: Any) -> Any:
@@ -86,11 +86,18 @@ class RunConfig:
     lr_schedule: str = _option(
         "constant",
         "the learning rate within each task, restarted at each task: constant; cosine (from --lr to 0 over "
-        "the task's steps); step (times --lr-gamma every --lr-step-epochs epochs)",
+        "the task's steps); step (times --lr-gamma every --lr-step-epochs epochs); patience (times "
+        "--lr-gamma after --lr-patience epochs without a lower validation loss, the task ending below "
+        "--lr-min: the HAT paper's, with --lr-gamma 0.3333 --epochs 200)",
         choices=LR_SCHEDULES,
     )
     lr_step_epochs: int = _option(2, "step schedule: epochs between decays")
-    lr_gamma: float = _option(0.1, "step schedule: the factor of each decay")
+    lr_gamma: float = _option(0.1, "step and patience schedules: the factor of each decay")
+    lr_patience: int = _option(5, "patience schedule: epochs without a lower validation loss before a decay")
+    lr_min: float = _option(1e-4, "patience schedule: a task's training ends when the rate falls below this")
+    early_stop: int | None = _option(
+        None, "end a task's training after this many epochs without a lower validation loss (any schedule)"
+    )
     grad_clip: float | None = _option(None, "clip the gradients' total norm to this before each step")
     arch: str = _option("mlp", "mlp, alexnet, resnet20, or timm:NAME (a timm model, converted)")
     hidden: tuple[int, ...] = _option((400, 400), "mlp/alexnet: hidden widths")
@@ -139,6 +146,9 @@ class RunConfig:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("lr_step_epochs", self.lr_step_epochs >= 1, ">= 1"),
             ("lr_gamma", 0 < self.lr_gamma <= 1, "in (0, 1]"),
+            ("lr_patience", self.lr_patience >= 1, ">= 1"),
+            ("lr_min", 0 <= self.lr_min < self.lr, f"in [0, --lr {self.lr})"),
+            ("early_stop", self.early_stop is None or self.early_stop >= 1, ">= 1"),
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("input_dropout", 0 <= self.input_dropout < 1, "in [0, 1)"),
@@ -149,6 +159,9 @@ class RunConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise MaskclError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+        watching = "--lr-schedule patience" if self.lr_schedule == "patience" else "--early-stop"
+        if (self.lr_schedule == "patience" or self.early_stop is not None) and self.val_fraction == 0:
+            raise MaskclError(f"{watching} watches the validation loss: it needs --val-fraction > 0")
         for name, value in {**dataclasses.asdict(self), **options.to_dict()}.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise MaskclError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
@@ -365,26 +378,32 @@ def _unknown_key(key: str, method: str) -> str:
     return f"unknown key {key!r}"
 
 
-ADDED_IN_5 = ("lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip", "class_order")
-"""The keys format 5 added (their defaults are what earlier runs did)."""
+ADDED = {
+    5: ("lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip", "class_order"),
+    6: ("lr_patience", "lr_min", "early_stop"),
+}
+"""The keys each format added (their defaults are what earlier runs did)."""
 
 RENAMED = {"tasks": "num_tasks"}
 """Keys of earlier maskcl versions and their names now."""
 
 
 def upgrade_config(values: dict[str, Any], format_version: int) -> dict[str, Any]:
-    """A run folder's saved config of an earlier format in today's keys (format 5 is today's).
+    """A run folder's saved config of an earlier format in today's keys (format 6 is today's).
 
-    Formats 1-4 had no learning-rate schedule, no gradient clipping and no class order: their runs ran
-    with today's defaults of those keys (constant, no clipping, sorted).
+    Formats 1-4 had no learning-rate schedule, no gradient clipping and no class order, formats 1-5 no
+    patience schedule and no early stopping: their runs ran with today's defaults of those keys
+    (constant, no clipping, sorted, no early stop; see :data:`ADDED`).
 
     Formats 1 and 2 stored every method's options in every run and ``tasks`` for the number of tasks;
     today a run stores its own method's options only: the others are dropped, and options added since
     take their defaults, which are what those versions did. Formats 1-3 stored ``task_inference`` as
     true or false: true was the lowest-entropy task, today's ``entropy`` predictor."""
-    if format_version >= 5 or not isinstance(values, dict):
+    if not isinstance(values, dict):
         return values
-    values = {**{key: RUN_FIELDS[key].default for key in ADDED_IN_5}, **values}
+    for version, keys in ADDED.items():
+        if format_version < version:
+            values = {**{key: RUN_FIELDS[key].default for key in keys}, **values}
     if format_version >= 4:
         return values
     if isinstance(values.get("task_inference"), bool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from maskcl.core.context import set_task
@@ -11,10 +12,9 @@ from maskcl.distributed import SINGLE, World
 from maskcl.metrics import AccuracyMatrix
 from maskcl.predictors import TaskPredictor
 
-__all__ = ["ClassIncremental", "evaluate", "evaluate_task_inference"]
+__all__ = ["ClassIncremental", "evaluate", "evaluate_task_inference", "validate"]
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     data: TaskData,
@@ -25,16 +25,33 @@ def evaluate(
 ) -> float:
     """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode; with
     several ranks each evaluates its shard (samples ``rank, rank + size, ...``) and the counts are summed."""
+    return validate(model, data, task, device, batch_size, world)[0]
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    data: TaskData,
+    task: int,
+    device: torch.device,
+    batch_size: int = 1000,
+    world: World = SINGLE,
+) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy loss)`` of ``model`` on ``data`` of ``task`` (as :func:`evaluate`);
+    the loss is what the patience schedule and early stopping watch (NaN for empty data)."""
     if len(data) == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     set_task(model.eval(), task)
     total = len(data)
     if world.size > 1:
         data = TaskData(*world.shard(data.x, data.y), data.permutation)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), device=device)
     for x, y in data.batches(batch_size, device=device):
-        correct += (model(x).argmax(1) == y).sum()
-    return int(world.sum(correct)) / total
+        logits = model(x)
+        correct += (logits.argmax(1) == y).sum()
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+    return int(world.sum(correct)) / total, float(world.sum(loss)) / total
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from maskcl.core.context import set_task
 from maskcl.data import TaskData
 from maskcl.distributed import world
 from maskcl.errors import MaskclError, MaskclWarning, one_line
-from maskcl.evaluation import ClassIncremental, evaluate
+from maskcl.evaluation import ClassIncremental, evaluate, validate
 from maskcl.metrics import (
     AccuracyMatrix,
     forgetting_ratio,
@@ -87,6 +87,14 @@ class _Position:
     in_task: bool = False
     generator: torch.Tensor | None = None
     epoch_loss: torch.Tensor | None = None
+    best_val_loss: float | None = None  # the task's lowest validation loss so far (patience, early stop)
+    stale_epochs: int = 0  # epochs since it
+    lr_stale: int = 0  # epochs since it or the last decay of the patience schedule
+    decays: int = 0  # the patience schedule's decays in this task
+
+
+WATCH = {"best_val_loss": None, "stale_epochs": 0, "lr_stale": 0, "decays": 0}
+"""The position's validation counters and their values at a task's start (format 5 had none)."""
 
 
 class _Run:
@@ -150,6 +158,8 @@ class _Run:
         the saved model (its snapshots of protected weights are taken from it); the model is loaded a
         second time afterwards, since ``start_task`` may initialise the task's own parameters."""
         _check_same_run(state["config"], self.config)
+        if isinstance(state["position"], dict):
+            state["position"] = {**WATCH, **state["position"]}
         self._check_position(state["position"])
         self._check_rest(state)
         model_state = state["model"]
@@ -197,6 +207,11 @@ class _Run:
                 check_like(position[name], like, f"its position's {name}")
             elif step > 0:
                 raise MaskclError(f"its position is damaged (no {name} in the middle of an epoch)")
+        best = position["best_val_loss"]
+        counts = [position[k] for k in WATCH if k != "best_val_loss"]
+        counted = all(type(c) is int and c >= 0 for c in counts)
+        if not (best is None or isinstance(best, float)) or not counted:
+            raise MaskclError("its position's validation counters are damaged")
 
     def _check_rest(self, state: dict) -> None:
         """The random generators' states, the accuracy matrix and the time are of this run's kind."""
@@ -306,6 +321,8 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
     if not position.in_task:
         run_.start_task()
         position.in_task, position.epoch, position.step = True, 0, 0
+        for name, value in WATCH.items():
+            setattr(position, name, value)
     while position.epoch < config.epochs:
         model.train()
         if position.step == 0:
@@ -334,24 +351,59 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
             )
         run_.method.end_epoch(position.epoch + 1, config.epochs)
         run_.world.sync_buffers(model)
-        val = evaluate(model, run_.scenario[task].val, task, run_.device, world=run_.world)
+        val, val_loss = validate(model, run_.scenario[task].val, task, run_.device, world=run_.world)
         epoch = f"{position.epoch + 1}/{config.epochs}"
         log(f"task {task} epoch {epoch}: loss {mean_loss:.4f}, val acc {val:.4f}")
+        metrics = {"train_loss": mean_loss, "val_acc": val}
+        watched = config.lr_schedule == "patience" or config.early_stop is not None
+        if watched:  # what the schedule sees, and the rate it gave the epoch's last step
+            metrics |= {"val_loss": val_loss, "lr": run_.optimizer.param_groups[0]["lr"]}
         if run_.writer is not None:
-            run_.writer.log_metrics(task, position.epoch + 1, {"train_loss": mean_loss, "val_acc": val})
+            run_.writer.log_metrics(task, position.epoch + 1, metrics)
         position.epoch, position.step = position.epoch + 1, 0
+        ended = _watch(config, position, val_loss) if watched else None
+        if ended is not None and position.epoch < config.epochs:
+            log(f"task {task}: training ends after epoch {position.epoch} ({ended})")
+            position.epoch = config.epochs
     run_.method.end_task()
 
 
-def lr_factor(schedule: str, done: int, total: int, epoch: int, step_epochs: int, gamma: float) -> float:
+def _watch(config: RunConfig, position: _Position, val_loss: float) -> str | None:
+    """Count the epoch's validation loss; why the task's training ends now, or None.
+
+    A lower loss than the task's best resets the counts. Otherwise, with the patience schedule (Serrà et
+    al., ICML 2018, Sec. 4: lr 0.05 divided by 3 after 5 epochs without a lower validation loss, training
+    ending below 1e-4), ``lr_patience`` such epochs since the best or the last decay make a decay (factor
+    ``lr_gamma``), and a rate below ``lr_min`` ends the task; ``early_stop`` such epochs since the best end
+    it under any schedule."""
+    if position.best_val_loss is None or val_loss < position.best_val_loss:
+        position.best_val_loss, position.stale_epochs, position.lr_stale = val_loss, 0, 0
+        return None
+    position.stale_epochs += 1
+    position.lr_stale += 1
+    if config.lr_schedule == "patience" and position.lr_stale >= config.lr_patience:
+        position.decays, position.lr_stale = position.decays + 1, 0
+        if config.lr * config.lr_gamma**position.decays < config.lr_min:
+            return f"learning rate {config.lr * config.lr_gamma**position.decays:.3g} below --lr-min"
+    if config.early_stop is not None and position.stale_epochs >= config.early_stop:
+        return f"{position.stale_epochs} epochs without a lower validation loss"
+    return None
+
+
+def lr_factor(
+    schedule: str, done: int, total: int, epoch: int, step_epochs: int, gamma: float, decays: int = 0
+) -> float:
     """The learning rate's factor on ``--lr`` for a task's step after ``done`` of its ``total`` steps, in
     its epoch ``epoch`` (from 0): ``constant`` 1; ``cosine`` ``(1 + cos(pi done / total)) / 2`` (Loshchilov
     & Hutter, ICLR 2017, "SGDR", eq. 5 without restarts: from 1 to 0 over the task); ``step``
-    ``gamma ** floor(epoch / step_epochs)``."""
+    ``gamma ** floor(epoch / step_epochs)``; ``patience`` ``gamma ** decays`` (the decays the validation
+    loss called for so far, :func:`_watch`)."""
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * done / total))
     if schedule == "step":
         return gamma ** (epoch // step_epochs)
+    if schedule == "patience":
+        return gamma**decays
     return 1.0
 
 
@@ -367,6 +419,7 @@ def _set_lr(run_: _Run, steps_per_epoch: int) -> None:
         position.epoch,
         config.lr_step_epochs,
         config.lr_gamma,
+        position.decays,
     )
     for group in run_.optimizer.param_groups:
         group["lr"] = config.lr * factor

@@ -630,7 +630,15 @@ def test_a_format_4_config_reads_with_no_schedule_and_no_clipping():
     old = {"method": "hat", "lr": 0.05}
     upgraded = upgrade_config(old, 4)
     assert upgraded["lr_schedule"] == "constant" and upgraded["grad_clip"] is None
-    assert upgrade_config({**old, "lr_schedule": "cosine"}, 5) == {**old, "lr_schedule": "cosine"}
+    assert upgraded["early_stop"] is None and upgraded["lr_patience"] == 5
+    assert upgrade_config({**old, "lr_schedule": "cosine"}, 6) == {**old, "lr_schedule": "cosine"}
+    assert upgrade_config({**old, "lr_schedule": "cosine"}, 5) == {
+        **old,
+        "lr_schedule": "cosine",
+        "lr_patience": 5,
+        "lr_min": 1e-4,
+        "early_stop": None,
+    }
 
 
 def test_a_config_file_holds_a_section_per_method_and_a_run_takes_its_own(tmp_path, capsys):

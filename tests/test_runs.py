@@ -151,6 +151,7 @@ class _StopAfter(RunFolder):
         {"method": "hat", "task_inference": "gaussian"},
         {"method": "hat", "optimizer": "adamw", "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 0.5},
         {"method": "packnet", "lr_schedule": "step", "lr_step_epochs": 1},
+        {"method": "hat", "lr_schedule": "patience", "lr_patience": 1, "lr_gamma": 0.5, "early_stop": 2},
         {"method": "packnet", "task_inference": "energy"},
         {
             "method": "wsn",

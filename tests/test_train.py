@@ -1,5 +1,7 @@
 """Whole runs on real Split Fashion-MNIST: HAT forgets nothing under any optimizer, finetune forgets."""
 
+import re
+
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -120,3 +122,104 @@ def test_gradient_clipping_bounds_every_steps_norm(data, steps_seen):
     steps_seen.clear()
     run(RunConfig(**{**config.__dict__, "grad_clip": largest / 4}), log=lambda _: None)
     assert max(norm for _, norm in steps_seen) <= largest / 4 * (1 + 1e-5)
+
+
+def rows_by_task(out):
+    """``{task: [(epoch, {name: value})]}`` of a run folder's metrics.csv, epochs in order."""
+    import csv
+
+    rows = {}
+    for task, epoch, name, value in list(csv.reader((out / "metrics.csv").open()))[1:]:
+        epochs = rows.setdefault(int(task), {})
+        epochs.setdefault(int(epoch), {})[name] = float(value)
+    return {task: sorted(epochs.items()) for task, epochs in rows.items()}
+
+
+def expected_course(losses, lr, gamma, patience, lr_min, early_stop, epochs):
+    """The learning rate of each epoch and the epochs trained, by the rule of the HAT paper's schedule
+    (Serrà et al. 2018, Sec. 4) and early stopping, written out here on the run's validation losses."""
+    rates, best, since_best, since_change, rate = [], None, 0, 0, lr
+    for loss in losses:
+        rates.append(rate)
+        if best is None or loss < best:
+            best, since_best, since_change = loss, 0, 0
+            continue
+        since_best, since_change = since_best + 1, since_change + 1
+        if patience is not None and since_change == patience:
+            rate, since_change = rate * gamma, 0
+            if rate < lr_min:
+                break
+        if early_stop is not None and since_best == early_stop:
+            break
+    return rates, min(len(rates), epochs)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lr_schedule": "patience", "lr_patience": 2, "lr_gamma": 0.5, "lr_min": 0.01},
+        {"lr_schedule": "patience", "lr_patience": 1, "lr_gamma": 1 / 3, "lr_min": 1e-4, "early_stop": 4},
+        {"early_stop": 1},
+    ],
+)
+def test_patience_schedule_and_early_stopping_follow_the_validation_loss(tmp_path, data, capsys, options):
+    from maskcl.runs import RunFolder
+
+    config = RunConfig(data=data, num_tasks=2, epochs=30, batch_size=16, hidden=(32, 32), **options)
+    run(config, log=print, folder=RunFolder(tmp_path / "run"))
+    rows = rows_by_task(tmp_path / "run")
+    stopped = 0
+    for task, all_rows in rows.items():
+        # the task-end rows (test accuracies) are at epoch 30 whenever training ended
+        assert {f"test_acc_task_{j}" for j in range(task + 1)} <= set(all_rows[-1][1]) and all_rows[-1][
+            0
+        ] == 30
+        epochs = [(epoch, values) for epoch, values in all_rows if "val_loss" in values]
+        losses = [values["val_loss"] for _, values in epochs]
+        rates, trained = expected_course(
+            losses,
+            0.05,
+            config.lr_gamma,
+            config.lr_patience if config.lr_schedule == "patience" else None,
+            config.lr_min,
+            config.early_stop,
+            30,
+        )
+        assert [epoch for epoch, _ in epochs] == list(range(1, trained + 1))
+        assert [values["lr"] for _, values in epochs] == pytest.approx(rates)
+        stopped += trained < 30
+    assert stopped >= 1  # the rule ended some task's training early
+    assert "training ends after epoch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"lr_schedule": "patience", "val_fraction": 0.0},
+            "--lr-schedule patience watches the validation loss",
+        ),
+        ({"early_stop": 3, "val_fraction": 0.0}, "--early-stop watches the validation loss"),
+        ({"lr_schedule": "patience", "lr_min": 0.1}, "--lr-min must be in [0, --lr 0.05), got 0.1"),
+        ({"early_stop": 0}, "--early-stop must be >= 1, got 0"),
+        ({"lr_patience": 0}, "--lr-patience must be >= 1, got 0"),
+    ],
+)
+def test_bad_patience_and_early_stop_settings_are_one_line(options, message):
+    from maskcl.errors import MaskclError
+
+    with pytest.raises(MaskclError, match=re.escape(message)):
+        RunConfig(**options).validate()
+
+
+def test_a_constant_run_logs_no_validation_loss(tmp_path, data):
+    from maskcl.runs import RunFolder
+
+    run(
+        RunConfig(data=data, num_tasks=2, epochs=2, batch_size=32, hidden=(16,)),
+        folder=RunFolder(tmp_path / "r"),
+    )
+    names = {
+        name for epochs in rows_by_task(tmp_path / "r").values() for _, values in epochs for name in values
+    }
+    assert "val_loss" not in names and "lr" not in names and "val_acc" in names
