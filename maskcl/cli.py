@@ -49,6 +49,7 @@ from maskcl.core.context import task_state
 from maskcl.distributed import launched_rank
 from maskcl.errors import MaskclError, MaskclWarning
 from maskcl.evaluation import evaluate
+from maskcl.export import export_task
 from maskcl.loggers import check_loggers, list_loggers
 from maskcl.methods import list_methods, load_plugins, method_class
 from maskcl.metrics import AccuracyMatrix, validate_accuracy_matrix
@@ -231,6 +232,18 @@ def build_parser(method: str = DEFAULTS.method) -> argparse.ArgumentParser:
     e.add_argument("--after-task", type=int, help="the model saved after this task (default: the last)")
     e.add_argument("--tasks", type=_int_list, help="task ids to evaluate (default: every learned one)")
     e.add_argument("--device", default="cpu")
+
+    x = commands.add_parser(
+        "export",
+        help="one learned task as a plain network (safetensors, and a torch.export program)",
+        description="Writes OUT.safetensors (the task's plain weights: masks folded in, no task state) and "
+        "OUT.pt2 (torch.export; torch.export.load(path).module()(x)) where the network traces.",
+    )
+    x.add_argument("dir", metavar="DIR", help="a run folder")
+    x.add_argument("--task", type=int, required=True, help="the task to export")
+    x.add_argument("--after-task", type=int, help="the model saved after this task (default: the last)")
+    x.add_argument("--compact", action="store_true", help="only the units the task uses (HAT mlp, alexnet)")
+    x.add_argument("--out", metavar="OUT", help="the files' path without suffix (default: DIR/export/task-K)")
 
     r = commands.add_parser("report", help="plots and an HTML page of a finished run")
     r.add_argument("dir", metavar="DIR", help="a run folder or a multi-seed folder")
@@ -524,6 +537,11 @@ def command_eval(args: argparse.Namespace, _stopper: _Stopper) -> None:
         print(f"task {task}: test acc {evaluate(model, scenario[task].test, task, device):.4f}")
 
 
+def command_export(args: argparse.Namespace, _stopper: _Stopper) -> None:
+    for path in export_task(args.dir, args.task, args.out, args.after_task, args.compact):
+        print(f"task {args.task}: {path}")
+
+
 def command_report(args: argparse.Namespace, _stopper: _Stopper) -> None:
     print(f"report: {write_report(args.dir)}")
 
@@ -569,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             commands = {
                 "run": command_run,
                 "eval": command_eval,
+                "export": command_export,
                 "report": command_report,
                 "compare": command_compare,
             }

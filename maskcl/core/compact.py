@@ -7,7 +7,7 @@ or task state: it runs faster than the dense network when the task uses well und
 
 Compact export needs to know which layer reads which units, so it works for maskcl's own models
 (``mlp``, ``alexnet``), which implement ``compact_layers(task)``; for a converted network,
-:func:`maskcl.methods.hat.to_plain` gives a dense plain copy instead.
+:func:`maskcl.core.to_plain` gives a dense plain copy instead.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def compact(model: nn.Module, task: int) -> nn.Sequential:
     if not hasattr(model, "compact_layers"):
         raise MaskclError(
             f"{type(model).__name__} cannot be compacted: maskcl does not know which layer reads which "
-            "units; use maskcl.methods.hat.to_plain for a dense plain copy"
+            "units; maskcl.core.to_plain (maskcl export without --compact) gives a dense plain copy"
         )
     with torch.no_grad():
         return nn.Sequential(*model.compact_layers(task)).eval()

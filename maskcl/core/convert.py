@@ -34,9 +34,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from maskcl.core.context import TaskState, check_task_id, task_state
 from maskcl.core.gate import GateLink, TaskGate
 from maskcl.core.layers import TaskBatchNorm, TaskHeads
+from maskcl.core.masking import MaskedNet
 from maskcl.errors import MaskclError
 
-__all__ = ["convert", "load_plain_weights", "to_plain"]
+__all__ = ["UnitMask", "convert", "load_plain_weights", "to_plain"]
 
 _GATED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PLAIN_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -121,17 +122,28 @@ def convert(
 
 
 def to_plain(model: nn.Module, task: int) -> nn.Module:
-    """A plain copy of a converted model that computes ``task`` alone: no gates, no task state.
+    """A plain copy of a task-aware model (converted or maskcl's own, of any method) that computes
+    ``task`` alone: no task state, nothing that reads the selected task.
 
-    Each gate's hard mask is folded into its layer (``W[j] * a_t[j]``, ``b[j] * a_t[j]``; into the affine
-    of a gated BatchNorm, whose activation must map 0 to 0), each :class:`TaskBatchNorm` becomes the
-    original norm with task ``t``'s row, the heads become the task's ``nn.Linear``. The copy's outputs
-    equal the converted model's for ``task`` in evaluation mode.
+    A :class:`~maskcl.core.masking.MaskedNet` (PackNet, WSN, SupSup, HyperMask) first becomes its target
+    with the task's masked weights (:meth:`~maskcl.core.masking.MaskedNet.task_weights`) written in. A
+    converted model's gate has its hard mask folded into its layer (``W[j] * a_t[j]``, ``b[j] * a_t[j]``;
+    into the affine of a gated BatchNorm, whose activation must map 0 to 0); a model's own
+    :class:`TaskGate` module (``mlp``, ``alexnet``) becomes the constant :class:`UnitMask`; each
+    :class:`TaskBatchNorm` becomes the original norm with task ``t``'s row, the heads become the task's
+    ``nn.Linear``. The copy's outputs equal the model's for ``task`` in evaluation mode.
     """
     state = task_state(model)
     task = check_task_id(task, state.num_tasks)
     if not state.learned[task]:
         raise MaskclError(f"task {task} is not learned yet; only a learned task can be exported")
+    if isinstance(model, MaskedNet):
+        with torch.no_grad():
+            weights = {name: w.detach().clone() for name, w in model.task_weights(task).items()}
+            target = copy.deepcopy(model.target)
+            for name, weight in weights.items():
+                target.get_parameter(name).copy_(weight)
+        return to_plain(target, task)
     plain = copy.deepcopy(model)
     for name, module in list(plain.named_modules()):
         if isinstance(module, TaskState):
@@ -146,7 +158,24 @@ def to_plain(model: nn.Module, task: int) -> nn.Module:
                 _fold_mask(name, module, mask.to(module.weight.dtype))
             if isinstance(module, TaskBatchNorm | TaskHeads):
                 _replace(plain, name, module.plain(task))
+            if isinstance(module, TaskGate) and name.rpartition(".")[2] != "hat_gate":  # a model's own gate
+                _replace(plain, name, UnitMask(module.hard_mask(task), module.channel_dim))
     return plain.eval()
+
+
+class UnitMask(nn.Module):
+    """A learned task's hard gate as a constant: ``h * m`` with ``m`` the task's 0/1 units (the buffer
+    ``mask``) on ``channel_dim``, what :func:`to_plain` leaves of a model's own :class:`TaskGate`."""
+
+    def __init__(self, mask: torch.Tensor, channel_dim: int = 1) -> None:
+        super().__init__()
+        self.channel_dim = channel_dim
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        shape = [1] * h.dim()
+        shape[self.channel_dim] = self.mask.numel()
+        return h * self.mask.to(h.dtype).view(shape)
 
 
 def load_plain_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:

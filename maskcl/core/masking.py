@@ -73,8 +73,11 @@ class MaskedNet(nn.Module):
         self.state.context.select(task)
         return out
 
+    def task_weights(self, task: int) -> dict[str, torch.Tensor]:
+        """Task ``task``'s value of each masked weight, by name in :attr:`target`: ``W * m_task``."""
+        return {name: p * m for (name, p), m in zip(self.masked, self.masks(task))}
+
     def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        """``target(x)`` for task ``task`` with each masked weight ``W`` replaced by ``W * m_task``."""
+        """``target(x)`` for task ``task`` with each masked weight replaced by :meth:`task_weights`."""
         self.state.context.select(task)
-        weights = {name: p * m for (name, p), m in zip(self.masked, self.masks(task))}
-        return functional_call(self.target, weights, (x,))
+        return functional_call(self.target, self.task_weights(task), (x,))

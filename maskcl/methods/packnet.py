@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from maskcl.core.capacity import LayerCapacity
 from maskcl.core.context import check_task_id
@@ -114,12 +113,10 @@ class PackNetNet(MaskedNet):
         """Task ``task``'s boolean masks: the weights owned by ``task`` or an earlier task."""
         return [self.owner(i) <= task for i in range(len(self.masked))]
 
-    def forward_task(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        """``target(x)`` with each masked ``W`` replaced by ``where(owner <= task, W, 0)`` (a selection,
-        not ``W * m``: a non-finite weight of a later task cannot reach a learned one as ``0 * inf``)."""
-        self.state.context.select(task)
-        weights = {name: torch.where(m, p, 0.0) for (name, p), m in zip(self.masked, self.masks(task))}
-        return functional_call(self.target, weights, (x,))
+    def task_weights(self, task: int) -> dict[str, torch.Tensor]:
+        """Each masked ``W`` as ``where(owner <= task, W, 0)`` (a selection, not ``W * m``: a non-finite
+        weight of a later task cannot reach a learned one as ``0 * inf``)."""
+        return {name: torch.where(m, p, 0.0) for (name, p), m in zip(self.masked, self.masks(task))}
 
     def owned_entries(self, tasks: list[int]) -> dict[str, torch.Tensor]:
         """The masked weights' entries that ``tasks`` own, for the ownership walk
