@@ -25,10 +25,9 @@ def evaluate(
 ) -> float:
     """Accuracy (fraction in [0, 1]) of ``model`` on ``data`` of ``task``, in evaluation mode; with
     several ranks each evaluates its shard (samples ``rank, rank + size, ...``) and the counts are summed."""
-    return validate(model, data, task, device, batch_size, world)[0]
+    return _evaluate(model, data, task, device, batch_size, world, with_loss=False)[0]
 
 
-@torch.no_grad()
 def validate(
     model: nn.Module,
     data: TaskData,
@@ -39,6 +38,12 @@ def validate(
 ) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy loss)`` of ``model`` on ``data`` of ``task`` (as :func:`evaluate`);
     the loss is what the patience schedule and early stopping watch (NaN for empty data)."""
+    return _evaluate(model, data, task, device, batch_size, world, with_loss=True)
+
+
+@torch.no_grad()
+def _evaluate(model, data, task, device, batch_size, world, with_loss: bool) -> tuple[float, float]:
+    """Accuracy and (``with_loss``) mean cross-entropy, else NaN: only validation pays for the loss."""
     if len(data) == 0:
         return float("nan"), float("nan")
     set_task(model.eval(), task)
@@ -50,8 +55,10 @@ def validate(
     for x, y in data.batches(batch_size, device=device):
         logits = model(x)
         correct += (logits.argmax(1) == y).sum()
-        loss += F.cross_entropy(logits.float(), y, reduction="sum")
-    return int(world.sum(correct)) / total, float(world.sum(loss)) / total
+        if with_loss:
+            loss += F.cross_entropy(logits.float(), y, reduction="sum")
+    mean_loss = float(world.sum(loss)) / total if with_loss else float("nan")
+    return int(world.sum(correct)) / total, mean_loss
 
 
 @torch.no_grad()

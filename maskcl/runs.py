@@ -156,8 +156,8 @@ class RunFolder:
         self.metric_lines = 0
         self.save_seconds = 0.0  # time spent writing checkpoints in this session
         self._last_save = time.monotonic()
-        self._named = None if loggers is None else check_loggers(loggers)
-        self.loggers = check_loggers(loggers)
+        self._named = None if loggers is None else check_loggers(loggers)  # None: the run's own, or defaults
+        self.loggers = self._named if self._named is not None else check_loggers(None)
         self._loggers: dict[str, Logger] = {}
         self._config: dict = {}
         self._claim = FolderClaim(self.path, subfolders=(MODELS,))

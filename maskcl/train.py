@@ -383,8 +383,9 @@ def _watch(config: RunConfig, position: _Position, val_loss: float) -> str | Non
     position.lr_stale += 1
     if config.lr_schedule == "patience" and position.lr_stale >= config.lr_patience:
         position.decays, position.lr_stale = position.decays + 1, 0
-        if config.lr * config.lr_gamma**position.decays < config.lr_min:
-            return f"learning rate {config.lr * config.lr_gamma**position.decays:.3g} below --lr-min"
+        rate = config.lr * config.lr_gamma**position.decays
+        if rate < config.lr_min:
+            return f"learning rate {rate:.3g} below --lr-min"
     if config.early_stop is not None and position.stale_epochs >= config.early_stop:
         return f"{position.stale_epochs} epochs without a lower validation loss"
     return None
