@@ -80,7 +80,15 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_same_command_continues(tmp
 
 
 def _checkpoints(out: Path) -> list[int]:
-    return [path.stat().st_mtime_ns for path in sorted(out.rglob("checkpoint.safetensors"))]
+    """The modification times of the run's checkpoints (one per seed folder). Only the checkpoint paths are
+    looked at: a resuming run rebuilds ``tensorboard/``, so walking the whole folder races with it."""
+    times = []
+    for path in [out / "checkpoint.safetensors", *sorted(out.glob("seed-*/checkpoint.safetensors"))]:
+        try:
+            times.append(path.stat().st_mtime_ns)
+        except FileNotFoundError:  # not written yet, or replaced at this moment
+            times.append(0)
+    return times
 
 
 def _stop_until_done(command: list[str], out: Path, seed: int, stops: int) -> tuple[int, int, int]:
