@@ -3,6 +3,7 @@ network, the method around it and the optimizer; and the memory checks made befo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from maskcl.config import RunConfig
 from maskcl.core.convert import convert
 from maskcl.data import BENCHMARKS, Scenario, data_scenario
-from maskcl.errors import MaskclError
+from maskcl.errors import MaskclError, one_line
 from maskcl.methods import Method, method_class
 from maskcl.models import create_model
 from maskcl.predictors import create_predictor
@@ -75,7 +76,7 @@ def load_scenario(config: RunConfig) -> Scenario:
 def build_model(config: RunConfig, scenario: Scenario, gates: bool) -> nn.Module:
     """The network named by ``config.arch``, sized for the scenario (``timm:NAME``: converted)."""
     if config.arch.startswith("timm:"):
-        return _timm_model(config.arch[5:], scenario, gates)
+        return _timm_model(config.arch[5:], scenario, gates, config.pretrained)
     kwargs = {name: getattr(config, name) for name in ARCH_OPTIONS.get(config.arch, ())}
     return create_model(
         config.arch,
@@ -86,17 +87,36 @@ def build_model(config: RunConfig, scenario: Scenario, gates: bool) -> nn.Module
     )
 
 
-def _timm_model(name: str, scenario: Scenario, gates: bool) -> nn.Module:
+def _timm_model(name: str, scenario: Scenario, gates: bool, pretrained: str | None = None) -> nn.Module:
+    """timm's ``name`` for the scenario's images, converted: ``in_chans`` the data's channels, and a network
+    of a fixed input size (timm's ``fixed_input_size``: ViTs) built for the data's (``img_size``);
+    ``pretrained``: ``"timm"`` (timm's weights, from the Hub or its cache) or a file of them. timm adapts
+    the pretrained first layer to the channels and the position embeddings to the input size."""
     try:
         import timm
     except ImportError as err:
         raise MaskclError("--arch timm:NAME needs timm: pip install 'maskcl[timm]'") from err
     if len(scenario.input_shape) != 3:
         raise MaskclError(f"timm models take images [C, H, W]; this data has samples {scenario.input_shape}")
+    options: dict = {"in_chans": scenario.input_shape[0], "num_classes": 2}
+    cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if getattr(cfg, "fixed_input_size", False):
+        options["img_size"] = tuple(scenario.input_shape[1:])
+    if pretrained is not None:
+        options["pretrained"] = True
+        if pretrained != "timm":
+            options["pretrained_cfg_overlay"] = {"file": pretrained}
     try:
-        model = timm.create_model(name, in_chans=scenario.input_shape[0], num_classes=2)
-    except RuntimeError as err:
-        raise MaskclError(f"timm cannot build {name!r}: {err}") from err
+        model = timm.create_model(name, **options)
+    except Exception as err:  # timm and the Hub raise many kinds for weights that cannot serve
+        if pretrained is None or "Unknown model" in str(err):
+            if not isinstance(err, RuntimeError):
+                raise
+            raise MaskclError(f"timm cannot build {name!r}: {one_line(err)}") from err
+        source = "timm's, from the Hugging Face Hub or its cache" if pretrained == "timm" else pretrained
+        raise MaskclError(
+            f"cannot load pretrained weights for {name!r} ({source}): {one_line(err)}"
+        ) from None
     return convert(model, scenario.classes_per_task, gates=gates)
 
 
@@ -139,8 +159,10 @@ def check_memory(config: RunConfig, scenario: Scenario, device: torch.device) ->
     cannot be built on the meta device is not checked.
     """
     try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            method = build_method(config, scenario, torch.device("meta"))
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # sizes: no pretrained weights
+            method = build_method(
+                dataclasses.replace(config, pretrained=None), scenario, torch.device("meta")
+            )
     except MaskclError:
         raise
     except Exception:  # e.g. a model that reads its own values while being built

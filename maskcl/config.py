@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from maskcl.checkpoint import parse_json
-from maskcl.data import BENCHMARKS
+from maskcl.data import AUGMENTATIONS, BENCHMARKS
 from maskcl.errors import MaskclError, one_line
 from maskcl.methods import MethodConfig, list_methods, load_plugins, method_class
 from maskcl.methods.base import make_config
@@ -100,6 +100,12 @@ class RunConfig:
     )
     grad_clip: float | None = _option(None, "clip the gradients' total norm to this before each step")
     arch: str = _option("mlp", "mlp, alexnet, resnet20, or timm:NAME (a timm model, converted)")
+    pretrained: str | None = _option(
+        None,
+        "timm:NAME: start from pretrained weights: timm's own (alone: downloaded by timm, or from its cache) "
+        "or those in a file (.safetensors, .pth); a network of a fixed input size is built for the data's",
+        const="timm",
+    )
     hidden: tuple[int, ...] = _option((400, 400), "mlp/alexnet: hidden widths")
     channels: tuple[int, ...] = _option((64, 128, 256), "alexnet: conv channels")
     dropout: float = _option(0.5, "mlp: dropout after each hidden layer (the HAT paper's MLP)")
@@ -109,6 +115,16 @@ class RunConfig:
         f"also test with the task unknown, with this task predictor ({', '.join(list_predictors())}; "
         f"without a name: {RECOMMENDED}); adds the class-incremental accuracy matrix",
         const=RECOMMENDED,
+    )
+    augment: str = _option(
+        "none",
+        "training batches: none; crop (each image shifted by up to 4 pixels, mirrored at the border); "
+        "crop-flip (and mirrored left-right half the time: the CIFAR and TinyImageNet standard)",
+        choices=AUGMENTATIONS,
+    )
+    workers: int = _option(
+        0,
+        "DataLoader processes making the training batches (0: the training process); the same results",
     )
     val_fraction: float = _option(0.1, "fraction of each task's training data held out")
     seed: int = _option(0, "random seed")
@@ -131,8 +147,16 @@ class RunConfig:
             raise MaskclError(f"unknown arch {self.arch!r}; known: {', '.join(list_models())}, timm:NAME")
         if self.task_inference is not None:
             predictor_class(self.task_inference)
+        if self.pretrained is not None and not self.arch.startswith("timm:"):
+            raise MaskclError(
+                f"--pretrained loads timm's weights: it needs --arch timm:NAME, not {self.arch!r}"
+            )
+        if self.pretrained not in (None, "timm") and not os.path.isfile(os.path.expanduser(self.pretrained)):
+            raise MaskclError(f"--pretrained file not found: {self.pretrained}")
         if self.optimizer not in OPTIMIZERS:
             raise MaskclError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.augment not in AUGMENTATIONS:
+            raise MaskclError(f"unknown augmentation {self.augment!r}; known: {', '.join(AUGMENTATIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise MaskclError(
                 f"unknown learning-rate schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}"
@@ -140,6 +164,7 @@ class RunConfig:
         checks = [
             ("num_tasks", self.num_tasks is None or self.num_tasks >= 1, ">= 1"),
             ("epochs", self.epochs >= 1, ">= 1"),
+            ("workers", self.workers >= 0, ">= 0"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
@@ -173,11 +198,14 @@ class RunConfig:
         return {"method": values.pop("method"), **self.method_config().to_dict(), **values}
 
     def resolved(self) -> RunConfig:
-        """This config with ``data`` as an absolute path (``~`` expanded), so that a run folder's config
-        works from any directory."""
-        if self.data is None:
-            return self
-        return dataclasses.replace(self, data=os.path.abspath(os.path.expanduser(self.data)))
+        """This config with ``data`` and a ``pretrained`` file as absolute paths (``~`` expanded), so that
+        a run folder's config works from any directory."""
+        paths = {
+            name: os.path.abspath(os.path.expanduser(value))
+            for name in ("data", "pretrained")
+            if (value := getattr(self, name)) not in (None, "timm")
+        }
+        return dataclasses.replace(self, **paths) if paths else self
 
 
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.metadata.get("flag", True)}
@@ -381,6 +409,7 @@ def _unknown_key(key: str, method: str) -> str:
 ADDED = {
     5: ("lr_schedule", "lr_step_epochs", "lr_gamma", "grad_clip", "class_order"),
     6: ("lr_patience", "lr_min", "early_stop"),
+    7: ("augment", "workers", "pretrained"),
 }
 """The keys each format added (their defaults are what earlier runs did)."""
 
@@ -389,11 +418,12 @@ RENAMED = {"tasks": "num_tasks"}
 
 
 def upgrade_config(values: dict[str, Any], format_version: int) -> dict[str, Any]:
-    """A run folder's saved config of an earlier format in today's keys (format 6 is today's).
+    """A run folder's saved config of an earlier format in today's keys (format 7 is today's).
 
     Formats 1-4 had no learning-rate schedule, no gradient clipping and no class order, formats 1-5 no
-    patience schedule and no early stopping: their runs ran with today's defaults of those keys
-    (constant, no clipping, sorted, no early stop; see :data:`ADDED`).
+    patience schedule and no early stopping, formats 1-6 no augmentation, workers or pretrained weights:
+    their runs ran with today's defaults of those keys (constant, no clipping, sorted, no early stop, no
+    augmentation, no workers, no pretrained weights; see :data:`ADDED`).
 
     Formats 1 and 2 stored every method's options in every run and ``tasks`` for the number of tasks;
     today a run stores its own method's options only: the others are dropped, and options added since

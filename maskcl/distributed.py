@@ -15,6 +15,7 @@ every rank. Only rank 0 writes the run folder.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 
@@ -125,6 +126,9 @@ def world(device: str) -> tuple[World, str]:
 
 def _leave_group() -> None:
     """Destroy the process group while the interpreter is whole: a group left to the interpreter's
-    teardown can abort the process (gloo's threads still hold tensors then) after the run succeeded."""
+    teardown can abort the process (gloo's threads still hold tensors then) after the run succeeded.
+    Garbage is collected first: a network kept alive by a reference cycle keeps the gradient hooks of
+    its ``DistributedDataParallel`` wrapper, and with them the group, past ``destroy_process_group``."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

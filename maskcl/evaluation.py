@@ -49,7 +49,7 @@ def _evaluate(model, data, task, device, batch_size, world, with_loss: bool) -> 
     set_task(model.eval(), task)
     total = len(data)
     if world.size > 1:
-        data = TaskData(*world.shard(data.x, data.y), data.permutation)
+        data = data.subset(slice(world.rank, None, world.size))
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss = torch.zeros((), device=device)
     for x, y in data.batches(batch_size, device=device):

@@ -62,13 +62,14 @@ def export_task(
         "arch": read_run_config(path).arch,
         "task": str(task),
         "kind": kind,
-        "input_shape": json.dumps(list(scenario[task].test.x.shape[1:])),
+        "input_shape": json.dumps(list(scenario[task].test.input_shape)),
     }
     weights = {name: t.detach().contiguous().clone() for name, t in net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     written = [out.parent / f"{out.name}.safetensors"]
     write_atomic(written[0], save_safetensors(weights, metadata=metadata))
-    example = scenario[task].test.x[:2]
+    test = scenario[task].test
+    example = test.take(torch.arange(len(test))[:2])[0]
     try:  # any batch size
         program = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as err:  # torch.export cannot trace every network (data-dependent control flow)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import os
 import signal
@@ -32,7 +31,8 @@ from maskcl.build import (
 from maskcl.checkpoint import check_like
 from maskcl.config import RunConfig
 from maskcl.core.context import set_task
-from maskcl.data import TaskData
+from maskcl.data import EpochBatches, TaskData
+from maskcl.data.loader import check_augment
 from maskcl.distributed import world
 from maskcl.errors import MaskclError, MaskclWarning, one_line
 from maskcl.evaluation import ClassIncremental, evaluate, validate
@@ -47,23 +47,6 @@ from maskcl.predictors import create_predictor
 from maskcl.runs import CHECKPOINT, RunFolder, SweepFolder, config_differences, load_model_state, summarize
 
 __all__ = ["Interrupted", "run", "run_seeds"]
-
-
-def _joint_batches(
-    datas: list[TaskData], tasks: list[int], batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One batch of every task per step, concatenated, with per-sample task ids; shorter tasks cycle."""
-    steps = max(d.num_batches(batch_size) for d in datas)
-    streams = [_cycle(d, batch_size, generator, device) for d in datas]
-    for _ in range(steps):
-        parts = [next(s) for s in streams]
-        ids = torch.cat([torch.full((len(y),), t, device=device) for t, (_, y) in zip(tasks, parts)])
-        yield torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]), ids
-
-
-def _cycle(data: TaskData, batch_size: int, generator: torch.Generator, device: torch.device):
-    while True:
-        yield from data.batches(batch_size, shuffle=True, generator=generator, device=device)
 
 
 class Interrupted(MaskclError):
@@ -113,6 +96,7 @@ class _Run:
         if config.num_tasks is not None:  # before the scenario is built: its permutations, heads, ...
             check_tasks_fit(config.num_tasks)
         self.scenario = load_scenario(config)
+        check_augment(config.augment, self.scenario.input_shape)
         if config.num_tasks is None:
             check_tasks_fit(self.scenario.num_tasks)
         torch.manual_seed(config.seed)
@@ -304,15 +288,6 @@ def _check_optimizer_state(
                 raise MaskclError(f"its optimizer's {name} of parameter {index} is {value.dtype}")
 
 
-def _batches(run_: _Run, tasks: list[int], datas: list[TaskData]) -> Iterator[tuple]:
-    """The epoch's batches ``(x, y, task ids or None)``, drawn from the data generator's current state."""
-    config, device = run_.config, run_.device
-    if len(tasks) == 1:
-        batches = datas[0].batches(config.batch_size, True, run_.generator, device)
-        return ((x, y, None) for x, y in batches)
-    return _joint_batches(datas, tasks, config.batch_size, run_.generator, device)
-
-
 def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
     """Learn ``run_.position.task`` from where the position stands, checkpointing as the folder asks."""
     config, model, position = run_.config, run_.model, run_.position
@@ -331,7 +306,8 @@ def _train_task(run_: _Run, log: Callable[[str], None], progress: bool) -> None:
         else:  # resuming inside the epoch: draw its order again, skip the batches done
             run_.generator.set_state(position.generator)
         set_task(model, task)
-        stream = itertools.islice(_batches(run_, tasks, datas), position.step, None)
+        epoch = EpochBatches(datas, tasks, config.batch_size, run_.generator, config.augment)
+        stream = epoch.iterate(position.step, config.workers, run_.device)
         label = f"task {task} epoch {position.epoch + 1}"
         bar = _progress_bar(progress, steps_per_epoch, position.step, label)
         for x, y, ids in stream:

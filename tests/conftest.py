@@ -112,3 +112,14 @@ def blobs(task: int, n: int, generator: torch.Generator, centre: float = 6.0, sh
     x = middle + torch.randn(n, 6, generator=generator) * 0.5
     x[:, 2 * task + 1] += torch.where(y == 1, 2.0, -2.0)
     return x, y
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch):
+    """A data reader finds nothing of its own: HOME (hence ``~/.cache/maskcl``) is an empty folder and
+    MASKCL_DATA is unset. Returns the home folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MASKCL_DATA", raising=False)
+    return home

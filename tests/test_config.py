@@ -631,13 +631,17 @@ def test_a_format_4_config_reads_with_no_schedule_and_no_clipping():
     upgraded = upgrade_config(old, 4)
     assert upgraded["lr_schedule"] == "constant" and upgraded["grad_clip"] is None
     assert upgraded["early_stop"] is None and upgraded["lr_patience"] == 5
-    assert upgrade_config({**old, "lr_schedule": "cosine"}, 6) == {**old, "lr_schedule": "cosine"}
+    assert upgrade_config({**old, "lr_schedule": "cosine"}, 7) == {**old, "lr_schedule": "cosine"}
+    assert upgrade_config(old, 6) == {**old, "augment": "none", "workers": 0, "pretrained": None}
     assert upgrade_config({**old, "lr_schedule": "cosine"}, 5) == {
         **old,
         "lr_schedule": "cosine",
         "lr_patience": 5,
         "lr_min": 1e-4,
         "early_stop": None,
+        "augment": "none",
+        "workers": 0,
+        "pretrained": None,
     }
 
 

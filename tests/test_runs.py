@@ -153,6 +153,8 @@ class _StopAfter(RunFolder):
         {"method": "packnet", "lr_schedule": "step", "lr_step_epochs": 1},
         {"method": "hat", "lr_schedule": "patience", "lr_patience": 1, "lr_gamma": 0.5, "early_stop": 2},
         {"method": "packnet", "task_inference": "energy"},
+        {"method": "hat", "augment": "crop-flip"},
+        {"method": "joint", "augment": "crop", "workers": 1},
         {
             "method": "wsn",
             "optimizer": "adamw",
@@ -371,35 +373,60 @@ def test_a_run_folder_of_format_1_still_evaluates(tmp_path, capsys, data):
     assert capsys.readouterr().out.splitlines() == [f"task {j}: test acc {matrix[1][j]:.4f}" for j in (0, 1)]
 
 
-def test_a_stopped_run_of_format_1_with_a_relative_data_path_resumes_from_where_it_began(
-    tmp_path, monkeypatch, data, reference
-):
-    """Format 1 stored ``--data`` as typed and every method's options; resumed from the same directory,
-    it continues to the same results as a run never stopped."""
+def _stopped_as_format(out, data, version: int, old_config) -> None:
+    """A run stopped in ``out`` after 100 steps, then made as format ``version`` wrote it: its config (in
+    ``config.json`` and in the checkpoint) made ``old_config(config)``, ``run.json`` of that version."""
     import json as json_module
-    import shutil
 
-    monkeypatch.chdir(tmp_path)
-    shutil.copy(data, tmp_path / "d.npz")
-    out = tmp_path / "run"
+    from maskcl.checkpoint import load_checkpoint, save_checkpoint
+
     config = RunConfig(data=data, num_tasks=2, epochs=3, batch_size=16, hidden=(32, 32))
     folder = _StopAfter(out, checkpoint_interval=1e9)
     _StopAfter.steps = 100
     with pytest.raises(Interrupted):
         run(config, log=lambda _: None, folder=folder)
-    from maskcl.checkpoint import load_checkpoint, save_checkpoint
-
-    saved = json_module.loads((out / "config.json").read_text())  # as format 1 wrote it: data as typed,
-    (out / "config.json").write_text(json_module.dumps(_format_1_config(saved)))  # every method's options
+    saved = json_module.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json_module.dumps(old_config(saved)))
     state = load_checkpoint(out / "checkpoint.safetensors", kind="training")
-    state["config"] = _format_1_config(state["config"])
+    state["config"] = old_config(state["config"])
     save_checkpoint(out / "checkpoint.safetensors", state, kind="training")
     info = json_module.loads((out / "run.json").read_text())
-    (out / "run.json").write_text(json_module.dumps({**info, "format_version": 1}))
+    (out / "run.json").write_text(json_module.dumps({**info, "format_version": version}))
+
+
+def _resumed_like(out, reference) -> dict:
+    """The results of ``maskcl run --resume out``, whose accuracy matrix is the reference's."""
+    import json as json_module
+
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     mine, theirs = (json_module.loads((p / "results.json").read_text()) for p in (out, reference))
     assert mine["acc_matrix"] == theirs["acc_matrix"]
-    assert mine["config"]["data"] == str(tmp_path / "d.npz")
+    return mine
+
+
+def test_a_stopped_run_of_format_1_with_a_relative_data_path_resumes_from_where_it_began(
+    tmp_path, monkeypatch, data, reference
+):
+    """Format 1 stored ``--data`` as typed and every method's options; resumed from the same directory,
+    it continues to the same results as a run never stopped."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(data, tmp_path / "d.npz")
+    out = tmp_path / "run"
+    _stopped_as_format(out, data, 1, _format_1_config)  # data as typed, every method's options
+    assert _resumed_like(out, reference)["config"]["data"] == str(tmp_path / "d.npz")
+
+
+def test_a_stopped_run_of_format_6_resumes_to_the_same_results(tmp_path, data, reference):
+    """Format 6 had no augmentation, workers or pretrained weights in its config: it reads as it ran."""
+    import json as json_module
+
+    out = tmp_path / "run"
+    added = ("augment", "workers", "pretrained")
+    _stopped_as_format(out, data, 6, lambda config: {k: v for k, v in config.items() if k not in added})
+    _resumed_like(out, reference)
+    assert json_module.loads((out / "run.json").read_text())["format_version"] == 6
 
 
 def _format_1_config(config: dict) -> dict:

@@ -1,5 +1,6 @@
 """Whole runs on real Split Fashion-MNIST: HAT forgets nothing under any optimizer, finetune forgets."""
 
+import dataclasses
 import re
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from maskcl import RunConfig, run
+from maskcl.cli import main
 from maskcl.core import owned_entries
 
 FAST = {"epochs": 1, "hidden": (100, 100), "num_tasks": 3}
@@ -223,3 +225,36 @@ def test_a_constant_run_logs_no_validation_loss(tmp_path, data):
         name for epochs in rows_by_task(tmp_path / "r").values() for _, values in epochs for name in values
     }
     assert "val_loss" not in names and "lr" not in names and "val_acc" in names
+
+
+@pytest.mark.parametrize("method", ["hat", "joint"])
+def test_augmented_runs_differ_and_workers_change_nothing(data, method):
+    config = RunConfig(
+        method=method, data=data, num_tasks=2, epochs=2, batch_size=16, hidden=(32, 32), dropout=0.0,
+        input_dropout=0.0,
+    )  # fmt: skip
+
+    def results(**options):
+        out = run(dataclasses.replace(config, **options), log=lambda _: None)
+        return {k: v for k, v in out.items() if k not in ("timing", "config")}
+
+    plain, augmented = results(), results(augment="crop-flip")
+    assert augmented["acc_matrix"] != plain["acc_matrix"]
+    assert method != "hat" or augmented["bwt"] == plain["bwt"] == 0.0
+    assert results(augment="crop-flip", workers=2) == augmented
+    assert results(workers=1) == plain
+
+
+def test_augmenting_inputs_that_are_not_images_is_refused_before_anything_is_written(tmp_path, capsys):
+    from test_cli import write_npz
+
+    flat = write_npz(tmp_path / "flat.npz", n=200, shape=(36,))
+    out = tmp_path / "run"
+    code = main(
+        ["run", "--data", str(flat), "--augment", "crop", "--epochs", "1", "--out", str(out), "--quiet"]
+    )
+    assert code == 2 and not out.exists()
+    assert (
+        capsys.readouterr().err
+        == "maskcl: error: --augment crop needs images [C, H, W]; this data has samples (36,)\n"
+    )

@@ -13,12 +13,11 @@ and standard deviation ``sigma`` of the whole training set.
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -26,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskcl.data.cifar import load_cifar10, load_cifar100
+from maskcl.data.cifar import load_cifar100
 from maskcl.data.fashion_mnist import load_fashion_mnist
 from maskcl.data.folder import load_image_folder
-from maskcl.data.mnist import load_mnist
 from maskcl.errors import MaskclError
 from maskcl.resources import check_fits
 
@@ -48,11 +46,16 @@ class TaskData:
     ``x`` is float32 ``[N, ...]`` (already standardised), ``y`` int64 ``[N]`` with labels local to the
     task (``0..k-1``). When ``permutation`` is set, each batch is returned as
     ``x.flatten(1)[:, permutation].view_as(x)``; the stored ``x`` may be shared with other tasks.
+
+    Large image sets are kept as they are stored, uint8 images ``[N, C, H, W]`` (a quarter of the memory),
+    with ``standardise = (mean, std)``, each ``[C]``: every batch is then made float as ``(x / 255 -
+    mean) / std`` channel by channel (on the batch's device).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     permutation: torch.Tensor | None = None
+    standardise: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
@@ -62,6 +65,25 @@ class TaskData:
             raise MaskclError(
                 f"permutation has shape {tuple(self.permutation.shape)}, expected ({features},)"
             )
+        if self.standardise is not None and (
+            self.x.dtype != torch.uint8
+            or self.x.dim() != 4
+            or any(s.shape != (self.x.shape[1],) for s in self.standardise)
+        ):
+            raise MaskclError(
+                f"standardised task data must be uint8 images [N, C, H, W] with a mean and std per channel, "
+                f"got {self.x.dtype} {tuple(self.x.shape)}"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample as the model sees it."""
+        return tuple(self.x.shape[1:])
+
+    def subset(self, rows: torch.Tensor | slice) -> TaskData:
+        """The samples ``rows`` (an index tensor or a slice), with this data's permutation and
+        standardisation."""
+        return TaskData(self.x[rows], self.y[rows], self.permutation, self.standardise)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -88,6 +110,22 @@ class TaskData:
         order = torch.randperm(len(self), generator=generator) if shuffle else None
         return self._iterate(batch_size, order, device)
 
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``index`` (a 1-d index tensor) as the model sees them, and their labels."""
+        return self._inputs(self.x[index], self.permutation, self.standardise), self.y[index]
+
+    @staticmethod
+    def _inputs(
+        x: torch.Tensor,
+        permutation: torch.Tensor | None,
+        standardise: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """Stored samples ``x`` as the model sees them: standardised, then permuted."""
+        if standardise is not None:
+            mean, std = (s.to(x.device)[:, None, None] for s in standardise)
+            x = (x.float() / 255 - mean) / std
+        return x if permutation is None else x.flatten(1)[:, permutation].view_as(x)
+
     def _iterate(
         self, batch_size: int, order: torch.Tensor | None, device: torch.device | str | None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -102,9 +140,7 @@ class TaskData:
                 x, y = self.x[index], self.y[index]
             if device is not None:
                 x, y = x.to(device), y.to(device)
-            if permutation is not None:
-                x = x.flatten(1)[:, permutation].view_as(x)
-            yield x, y
+            yield self._inputs(x, permutation, self.standardise), y
 
 
 @dataclass
@@ -250,10 +286,34 @@ def _split_indices(
     return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
 
 
-def _task_data(x: torch.Tensor, y: np.ndarray, index: np.ndarray, classes: np.ndarray) -> TaskData:
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation (population) of each channel of uint8 images ``[N, C, H, W]`` as
+    values in ``[0, 1]`` (pixel / 255), float32 ``[C]`` each; summed in float64 a chunk at a time, without
+    a float copy of the images."""
+    total = np.zeros(x.shape[1])
+    squares = np.zeros(x.shape[1])
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].astype(np.float64) / 255
+        total += part.sum(axis=(0, 2, 3))
+        squares += np.square(part).sum(axis=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0))
+    if not (std > 0).all():
+        raise MaskclError("the training images have a channel with the same value everywhere")
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def _task_data(
+    x: torch.Tensor,
+    y: np.ndarray,
+    index: np.ndarray,
+    classes: np.ndarray,
+    standardise: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> TaskData:
     """Rows ``index`` of ``x``, with labels renumbered to their position in ``classes``."""
     local = np.searchsorted(classes, y[index]).astype(np.int64)
-    return TaskData(x[torch.from_numpy(index)], torch.from_numpy(local))
+    return TaskData(x[torch.from_numpy(index)], torch.from_numpy(local), standardise=standardise)
 
 
 def split_scenario(
@@ -267,6 +327,7 @@ def split_scenario(
     seed: int = 0,
     name: str = "split",
     class_order: str = "sorted",
+    per_channel: bool = False,
 ) -> Scenario:
     """Cut the sorted classes into ``num_tasks`` consecutive groups, one task each.
 
@@ -274,7 +335,9 @@ def split_scenario(
     3, 3, 2, 2). Each task holds out a random ``val_fraction`` of its training samples for validation,
     drawn with ``numpy.random.default_rng(seed)``. ``class_order="seeded"``: the classes are shuffled
     first, with ``numpy.random.default_rng([seed, 2])`` (each task's classes then sorted), so each seed
-    sees its own grouping.
+    sees its own grouping. ``per_channel`` (uint8 colour images ``[N, C, H, W]``, large sets): the images
+    are kept as uint8 and standardised batch by batch with each channel's training mean and standard
+    deviation (:func:`channel_stats`), instead of :func:`prepare_inputs`.
     """
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in (x_train, y_train, x_test, y_test))
     _check_arrays(x_train, y_train, x_test, y_test)
@@ -285,7 +348,16 @@ def split_scenario(
         raise MaskclError(
             f"data has {len(classes)} classes: too few for {num_tasks} tasks of at least 2 classes"
         )
-    x_tr, x_te = prepare_inputs(x_train, x_test)
+    stats = None
+    if per_channel:
+        if x_train.dtype != np.uint8 or x_train.ndim != 4:
+            raise MaskclError(
+                f"per-channel standardisation needs uint8 images [N, C, H, W], got {x_train.shape}"
+            )
+        stats = channel_stats(x_train)
+        x_tr, x_te = torch.from_numpy(x_train), torch.from_numpy(x_test)
+    else:
+        x_tr, x_te = prepare_inputs(x_train, x_test)
     rng = np.random.default_rng(seed)
     order = np.random.default_rng([seed, 2]).permutation(classes) if class_order == "seeded" else classes
     tasks = []
@@ -296,9 +368,9 @@ def split_scenario(
             Task(
                 task_id=task_id,
                 classes=group.tolist(),
-                train=_task_data(x_tr, y_train, fit, group),
-                val=_task_data(x_tr, y_train, val, group),
-                test=_task_data(x_te, y_test, test, group),
+                train=_task_data(x_tr, y_train, fit, group, stats),
+                val=_task_data(x_tr, y_train, val, group, stats),
+                test=_task_data(x_te, y_test, test, group, stats),
             )
         )
     return Scenario(name=name, tasks=tasks, input_shape=tuple(x_tr.shape[1:]))
@@ -393,24 +465,6 @@ def split_cifar100(
     return split_scenario(*data, num_tasks, name="split-cifar100", **options)
 
 
-def _benchmark(load: Callable[[], tuple], kind: str, name: str) -> Callable[..., Scenario]:
-    """A benchmark's builder ``(num_tasks, *, val_fraction, seed, class_order)``: the ``kind`` scenario
-    (split or permuted) of the arrays ``load()`` reads, named ``name``."""
-    builder = {"split": split_scenario, "permuted": permuted_scenario}[kind]
-
-    def build(
-        num_tasks: int, *, val_fraction: float = 0.1, seed: int = 0, class_order: str = "sorted"
-    ) -> Scenario:
-        _check_class_order(class_order, kind)
-        options = {"val_fraction": val_fraction, "seed": seed, "class_order": class_order}
-        return builder(*load(), num_tasks, name=name, **options)
-
-    build.__doc__ = (
-        f"{name}: the {kind} scenario of the data that {getattr(load, 'func', load).__name__} reads."
-    )
-    return build
-
-
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read and check ``x_train, y_train, x_test, y_test`` from a user's ``.npz`` file.
 
@@ -467,18 +521,3 @@ def data_scenario(
     name = name if name is not None else f"{scenario}-{Path(path).stem}"
     options = {"val_fraction": val_fraction, "seed": seed, "class_order": class_order}
     return builders[scenario](*data, num_tasks, name=name, **options)
-
-
-BENCHMARKS: dict[str, tuple[Callable[..., Scenario], int]] = {
-    "split-fmnist": (split_fashion_mnist, 5),
-    "permuted-fmnist": (permuted_fashion_mnist, 10),
-    "split-mnist": (_benchmark(load_mnist, "split", "split-mnist"), 5),
-    "permuted-mnist": (_benchmark(load_mnist, "permuted", "permuted-mnist"), 10),
-    "split-cifar10": (
-        _benchmark(functools.partial(load_cifar10, download=True), "split", "split-cifar10"),
-        5,
-    ),
-    "split-cifar100": (split_cifar100, 10),
-}
-"""The benchmarks by name: the scenario's builder ``(num_tasks, *, val_fraction, seed, class_order)`` and
-its default number of tasks."""
