@@ -7,7 +7,7 @@ An epoch is one task's training batches (``maskcl.data.EpochBatches``, batch 64)
 step (forward, the method's regulariser, backward, SGD step); the time spent waiting for the next batch is
 the loading share. Settings: ``fmnist``, Split Fashion-MNIST's first task (12,000 training images 1x28x28)
 with the default MLP 400-400; ``cifar``, a CIFAR-shaped task of a synthetic CIFAR-10 copy written in its
-own format to a temporary folder (5 x 2,000 images 3x32x32, 2 classes a task: about 4,000 a task) with
+own format to a temporary folder (5 x 2,000 images 3x32x32: 1,800 training images in task 0) with
 ``resnet20``. Each is run without augmentation and with ``crop-flip``, with each ``--workers`` count, in
 rounds that alternate the counts (one process: the machine's load drifts), one torch thread for training.
 Printed: per setting the median epoch seconds, the median loading share, and the epoch time against 0
