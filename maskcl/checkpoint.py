@@ -35,8 +35,9 @@ files refer to earlier task files for unchanged tensors, HyperMask keeps one mas
 run's config holds its own method's options only, and ``num_tasks`` for ``tasks``. 4: ``task_inference``
 names a task predictor, and a checkpoint keeps its statistics. 5: the learning-rate schedule and gradient
 clipping in the config, each task's initial accuracy in checkpoints. 6: the patience schedule and early
-stopping in the config, their counters in a checkpoint's position. 7: augmentation, DataLoader workers and
-pretrained weights in the config (this maskcl reads versions 1-6 too, :func:`maskcl.config.upgrade_config`)."""
+stopping in the config, their counters in a checkpoint's position. 7: augmentation, DataLoader workers
+and pretrained weights in the config (this maskcl reads versions 1-6 too,
+:func:`maskcl.config.upgrade_config`)."""
 
 TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 """The names of :func:`write_atomic`'s temporary files, ``.NAME.XXXXXXXX.tmp`` (a kill mid-write leaves
