@@ -114,8 +114,10 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 FLAG_GROUPS = {
-    "data": ("benchmark", "data", "scenario", "num_tasks", "class_order", "val_fraction"),
-    "model": ("arch", "hidden", "channels", "dropout", "input_dropout"),
+    "data": (
+        "benchmark", "data", "scenario", "num_tasks", "class_order", "val_fraction", "augment", "workers",
+    ),
+    "model": ("arch", "pretrained", "hidden", "channels", "dropout", "input_dropout"),
     "method": ("method", "plugins", "task_inference"),
     "optimisation": (
         "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
@@ -130,6 +132,7 @@ RUN_EXAMPLES = """examples:
   maskcl run --method packnet --optimizer adamw --lr 1e-3 --weight-decay 0.01
   maskcl run --benchmark permuted-fmnist --num-tasks 10 --hidden 1000,1000 --lr-schedule cosine
   maskcl run --data images/ --arch resnet20 --task-inference --seeds 0,1,2 --out runs/mine
+  maskcl run --benchmark split-cifar10 --arch timm:resnet18 --pretrained --augment crop-flip --workers 4
   maskcl run --config experiment.yaml --lr 0.01 --print-config
   maskcl run --config experiment.yaml epochs=10 hat.s_max=800       # key=value overrides (OmegaConf)
 

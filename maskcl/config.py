@@ -70,11 +70,14 @@ class RunConfig:
         "subfolders (with train/ and test/, or split by --seed)",
     )
     scenario: str = _option("split", "how --data is cut into tasks", choices=("split", "permuted"))
-    num_tasks: int | None = _option(None, "number of tasks (default: 5 split, 10 permuted)")
+    num_tasks: int | None = _option(
+        None, "number of tasks (default: the benchmark's; --data: 2 classes a task, or 10 permuted)"
+    )
     class_order: str = _option(
         "sorted",
         "split scenarios: the classes cut into tasks in sorted order (the benchmarks' usual split), or "
-        "shuffled by --seed first (seeded: each seed its own grouping)",
+        "shuffled by --seed first (seeded: each seed its own grouping); 5-datasets and hat-mixture: the "
+        "data sets in their listed order, or in one drawn by --seed",
         choices=("sorted", "seeded"),
     )
     epochs: int = _option(5, "epochs per task")
