@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from maskcl.data.fashion_mnist import DATA_ENV
+from maskcl.data.places import cache_dir, find_copy, not_found
 from maskcl.errors import MaskclError
 
 
@@ -150,12 +151,6 @@ def read_cifar_file(path: str | Path, cifar: CifarSet = CIFAR100) -> tuple[np.nd
     return np.ascontiguousarray(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-def cache_dir() -> Path:
-    """The download folder, ``~/.cache/maskcl`` (it receives ``cifar-100-python/`` and the others), at call
-    time."""
-    return Path.home() / ".cache" / "maskcl"
-
-
 def _download(cache: Path, cifar: CifarSet) -> None:
     """Fetch and unpack ``cifar``'s URL variable or its official URL (md5-checked) into ``cache``."""
     url = os.environ.get(cifar.url_env) or cifar.url
@@ -201,19 +196,17 @@ def load_cifar(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``x_train, y_train, x_test, y_test`` of ``cifar`` (50,000 and 10,000 images), its training files
     concatenated in order."""
-    cache = cache_dir()
-    places = [*(Path(p) for p in (root, os.environ.get(DATA_ENV)) if p), cache]
 
     def complete(folder: Path) -> bool:
         return all((folder / name).is_file() for name in (*cifar.train, *cifar.test))
 
-    folder = next((place / cifar.folder for place in places if complete(place / cifar.folder)), None)
+    folder = find_copy(root, cifar.folder, complete)
     if folder is None:
         if not download:
-            where = ", ".join(str(p / cifar.folder) for p in places)
-            raise MaskclError(
-                f"{cifar.name} not found in {where}; download it (needs the internet) or set {DATA_ENV}"
+            raise not_found(
+                cifar.name, root, cifar.folder, f"download it (needs the internet) or set {DATA_ENV}"
             )
+        cache = cache_dir()
         _download(cache, cifar)
         folder = cache / cifar.folder
         if not complete(folder):

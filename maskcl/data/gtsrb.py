@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maskcl.data.cifar import cache_dir
 from maskcl.data.fashion_mnist import DATA_ENV
 from maskcl.data.folder import image_loader, read_images
-from maskcl.data.places import download_or_fail, find_copy, not_found, reason, torchvision_datasets
+from maskcl.data.places import cache_dir, download_or_fail, find_copy, not_found, reason, torchvision_datasets
 from maskcl.errors import MaskclError
 
 __all__ = ["CLASSES", "FOLDER", "load_gtsrb"]

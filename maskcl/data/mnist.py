@@ -9,13 +9,12 @@ others, unpacked). The place is looked for in ``root`` (when given), in ``$MASKC
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from maskcl.data.cifar import cache_dir
 from maskcl.data.fashion_mnist import DATA_ENV
+from maskcl.data.places import cache_dir, find_copy, not_found
 from maskcl.errors import MaskclError
 
 __all__ = ["RAW_FILES", "load_mnist"]
@@ -58,11 +57,9 @@ def load_mnist(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``x_train`` uint8 ``[60000, 28, 28]``, ``y_train`` int64, ``x_test`` ``[10000, 28, 28]``,
     ``y_test`` of MNIST, from the first place that holds its four raw files (module docstring)."""
-    places = [*(Path(p).expanduser() for p in (root, os.environ.get(DATA_ENV)) if p), cache_dir()]
-    for place in places:
-        if all((place / "MNIST" / "raw" / name).is_file() for name in RAW_FILES):
-            return _read(place, download=False)
+    raw = find_copy(root, "MNIST/raw", lambda folder: all((folder / name).is_file() for name in RAW_FILES))
+    if raw is not None:
+        return _read(raw.parent.parent, download=False)
     if not download:
-        where = ", ".join(str(p / "MNIST" / "raw") for p in places)
-        raise MaskclError(f"MNIST not found in {where}; download it (needs the internet) or set {DATA_ENV}")
+        raise not_found("MNIST", root, "MNIST/raw", f"download it (needs the internet) or set {DATA_ENV}")
     return _read(cache_dir(), download=True)

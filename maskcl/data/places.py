@@ -2,7 +2,7 @@
 
 A data set's folder is looked for in the *data places*, in order: ``root`` (when given), ``$MASKCL_DATA``
 (:data:`~maskcl.data.fashion_mnist.DATA_ENV`) and the download cache ``~/.cache/maskcl``
-(:func:`~maskcl.data.cifar.cache_dir`); the first that holds a complete copy is read.
+(:func:`cache_dir`); the first that holds a complete copy is read.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from maskcl.data.cifar import cache_dir
 from maskcl.data.fashion_mnist import DATA_ENV
 from maskcl.errors import MaskclError
 
 __all__ = [
     "DOWNLOAD_ERRORS",
+    "cache_dir",
     "data_places",
     "download_or_fail",
     "find_copy",
@@ -41,6 +41,12 @@ DOWNLOAD_ERRORS = (
     http.client.HTTPException,
 )
 """What torchvision's downloaders raise for a failed or damaged download."""
+
+
+def cache_dir() -> Path:
+    """The download folder, ``~/.cache/maskcl`` (it receives ``cifar-100-python/`` and the others), at call
+    time."""
+    return Path.home() / ".cache" / "maskcl"
 
 
 def data_places(root: str | Path | None = None) -> list[Path]:

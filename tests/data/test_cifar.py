@@ -374,15 +374,6 @@ def cifar_archive(path, train, test):
     return path
 
 
-@pytest.fixture
-def empty_home(tmp_path, monkeypatch):
-    """No CIFAR-100 anywhere: HOME (hence the cache) is an empty folder and MASKCL_DATA is unset."""
-    pytest.importorskip("torchvision")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MASKCL_DATA", raising=False)
-    return tmp_path / "home"
-
-
 def test_download_fetches_the_archive_into_the_cache_and_reads_it(monkeypatch, empty_home, mirror):
     folder, url = mirror
     train, test = cifar_batch(20), cifar_batch(6, seed=1)
