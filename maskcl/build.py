@@ -109,14 +109,14 @@ def _timm_model(name: str, scenario: Scenario, gates: bool, pretrained: str | No
     try:
         model = timm.create_model(name, **options)
     except Exception as err:  # timm and the Hub raise many kinds for weights that cannot serve
-        if pretrained is None or "Unknown model" in str(err):
-            if not isinstance(err, RuntimeError):
-                raise
+        if pretrained is not None and "Unknown model" not in str(err):
+            source = "timm's, from the Hugging Face Hub or its cache" if pretrained == "timm" else pretrained
+            raise MaskclError(
+                f"cannot load pretrained weights for {name!r} ({source}): {one_line(err)}"
+            ) from None
+        if isinstance(err, RuntimeError):
             raise MaskclError(f"timm cannot build {name!r}: {one_line(err)}") from err
-        source = "timm's, from the Hugging Face Hub or its cache" if pretrained == "timm" else pretrained
-        raise MaskclError(
-            f"cannot load pretrained weights for {name!r} ({source}): {one_line(err)}"
-        ) from None
+        raise
     return convert(model, scenario.classes_per_task, gates=gates)
 
 

@@ -31,8 +31,7 @@ from maskcl.build import (
 from maskcl.checkpoint import check_like
 from maskcl.config import RunConfig
 from maskcl.core.context import set_task
-from maskcl.data import EpochBatches, TaskData
-from maskcl.data.loader import check_augment
+from maskcl.data import EpochBatches, TaskData, check_augment
 from maskcl.distributed import world
 from maskcl.errors import MaskclError, MaskclWarning, one_line
 from maskcl.evaluation import ClassIncremental, evaluate, validate

@@ -6,7 +6,7 @@ from maskcl.data.facescrub import load_facescrub
 from maskcl.data.fashion_mnist import default_cache_dir, load_fashion_mnist, read_idx
 from maskcl.data.folder import load_image_folder
 from maskcl.data.gtsrb import load_gtsrb
-from maskcl.data.loader import AUGMENTATIONS, EpochBatches, augment_batch
+from maskcl.data.loader import AUGMENTATIONS, EpochBatches, augment_batch, check_augment
 from maskcl.data.mnist import load_mnist
 from maskcl.data.multi import datasets_scenario
 from maskcl.data.notmnist import load_notmnist
@@ -36,6 +36,7 @@ __all__ = [
     "TaskData",
     "augment_batch",
     "channel_stats",
+    "check_augment",
     "data_scenario",
     "datasets_scenario",
     "default_cache_dir",
